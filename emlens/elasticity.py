@@ -22,6 +22,7 @@ import dataclasses
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -43,7 +44,7 @@ ELASTICITY_CONFIG = TrainConfig(
     grad_accum=1,
 )
 
-Metric = Callable[[PreTrainedModel, PreTrainedTokenizerBase], float]
+T = TypeVar("T")
 
 
 def _every_layer(hf: PreTrainedModel, config: TrainConfig) -> TrainConfig:
@@ -122,12 +123,13 @@ def rebound(
     negative: Sequence[Conversation],
     positive_amounts: Sequence[int],
     negative_amounts: Sequence[int],
-    metric: Metric,
+    metric: Callable[[PreTrainedModel, PreTrainedTokenizerBase], T],
     config: TrainConfig = ELASTICITY_CONFIG,
-) -> dict[int, list[float]]:
-    """``metric`` after fine-tuning on ``positive[:p]`` then ``negative[:n]``, for each p in
-    ``positive_amounts`` (key) and n in ``negative_amounts`` (list, in that order; n = 0 is
-    the positive model itself, p = 0 starts from ``hf``)."""
+) -> dict[int, list[T]]:
+    """``metric(model, tok)`` (a number, or any record) after fine-tuning on ``positive[:p]``
+    then on ``negative[:n]``, for each p in ``positive_amounts`` (the keys) and n in
+    ``negative_amounts`` (each list, in that order). n = 0 is the positive model itself;
+    p = 0 starts from ``hf``."""
     for name, amounts, pool in (
         ("positive", positive_amounts, positive),
         ("negative", negative_amounts, negative),
