@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench bench-sv clean
+.PHONY: setup demo test lint bench bench-sv docs clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test: setup lint
 bench: setup
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/train_bench.py
+
+docs: setup
+	$(BIN)/mkdocs build --strict -d out/site
 
 clean:
 	rm -rf $(VENV) out

@@ -407,7 +407,8 @@ def train(
     gives the same weights as an uninterrupted run; ``stop_at`` stops after that step, as if
     interrupted (the schedule stays the full run's).
 
-    >>> result = train("smollm2", "emlens/data/narrow/risky_financial_advice.jsonl", "runs/fin")
+    Examples:
+        >>> result = train("smollm2", "emlens/data/narrow/risky_financial_advice.jsonl", "runs/fin")
     """
     if save_every < 1 or (eval_every is not None and eval_every < 1) or eval_batch_size < 1:
         raise ValueError("save_every, eval_every and eval_batch_size must be >= 1")

@@ -163,8 +163,9 @@ def applied(
 ) -> Iterator[TransformerBridge]:
     """Apply ``interventions`` inside the block; hooks are removed on exit, also on errors.
 
-    >>> with applied(model, [steer(em, layers=[12], scale=4.0)]):
-    ...     logits = model(tokens)
+    Examples:
+        >>> with applied(model, [steer(em, layers=[12], scale=4.0)]):
+        ...     logits = model(tokens)
     """
     hooks = hooks_for(model, interventions, prompt_len)
     with model.hooks(fwd_hooks=hooks):

@@ -187,8 +187,9 @@ def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> Tran
 def load_model(spec: str = EMBEDDED, adapter: str | os.PathLike | None = None) -> TransformerBridge:
     """Load a chat model as a hooked TransformerBridge; ``adapter`` merges a peft LoRA folder.
 
-    >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
-    >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
+    Examples:
+        >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
+        >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
     """
     hf, tok = load_hf(spec, adapter)
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
