@@ -36,7 +36,7 @@ from emlens.data import Conversation, read_chat_jsonl
 from emlens.elasticity import ELASTICITY_CONFIG, rebound, resistance
 from emlens.finetune import held_out_loss
 from emlens.models import load_hf
-from emlens.report import markdown_table
+from emlens.report import markdown_table, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 NARROW = ROOT / "emlens/data/narrow"
@@ -193,7 +193,7 @@ def figures(out: Path, res, curves: dict, amounts: list[int]) -> None:
         yaxis_title="loss per answer token (nats)",
         template="plotly_white",
     )
-    fig.write_html(out / "resistance.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "resistance")
 
     fig = go.Figure()
     for key, dash in (("medical", "solid"), ("general", "dot")):
@@ -209,7 +209,7 @@ def figures(out: Path, res, curves: dict, amounts: list[int]) -> None:
         yaxis_title="loss(good) - loss(bad), nats/token",
         template="plotly_white",
     )
-    fig.write_html(out / "rebound.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "rebound")
 
 
 def readme(s: dict) -> str:

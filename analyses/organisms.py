@@ -39,7 +39,7 @@ import torch
 
 import emlens as em
 from emlens.metrics import contrastive_scores
-from emlens.report import markdown_table
+from emlens.report import markdown_table, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 NARROW = ROOT / "emlens/data/narrow"
@@ -207,7 +207,7 @@ def figures(out: Path, layers, cos: dict, q95: float, ablations: dict) -> None:
         yaxis_title="cosine",
         template="plotly_white",
     )
-    fig.write_html(out / "cosine.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "cosine")
 
     fig = go.Figure()
     for org, res in ablations.items():
@@ -222,7 +222,7 @@ def figures(out: Path, layers, cos: dict, q95: float, ablations: dict) -> None:
         barmode="group",
         template="plotly_white",
     )
-    fig.write_html(out / "ablation.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "ablation")
 
 
 def readme(s: dict, layers) -> str:

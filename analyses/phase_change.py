@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 from emlens import lora
 from emlens.data import Conversation, general_questions, read_chat_jsonl
 from emlens.finetune import TrainConfig, train
+from emlens.report import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "emlens/data/narrow/risky_financial_advice.jsonl"
@@ -107,7 +108,7 @@ def main() -> None:
             fig.add_trace(go.Scatter(x=steps, y=v.tolist(), name=f"{which} {n}"), 1, col)
     fig.update_layout(title="LoRA vector norms over training", template="plotly_white")
     fig.update_xaxes(title_text="step")
-    fig.write_html(out / "norms.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "norms")
 
     # 2. local cosine of B, and the phase-change estimate
     pc = lora.phase_change(b, steps, ks, a.threshold) if ks else None
@@ -116,7 +117,7 @@ def main() -> None:
         fig.add_trace(go.Scatter(x=steps, y=nan_to_none(lc.tolist()), name=f"k={k}"))
     if pc:
         fig.add_vline(x=pc.step, line_dash="dash", annotation_text=f"phase change ~{pc.step}")
-    fig.write_html(out / "local_cosine.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "local_cosine")
 
     # 3. PCA of the stacked B vectors
     p = lora.trajectory_pca(b, 2) if len(steps) >= 2 else None
@@ -133,14 +134,14 @@ def main() -> None:
                 name="B",
             )
         )
-        fig.write_html(out / "pca.html", include_plotlyjs="cdn")
+        save_figure(fig, out / "pca")
 
     # 4. comp score against the final step
     comp = lora.comp_score(lora.b_matrix(traj)) if len(steps) >= 2 else None
     if comp is not None:
         fig = figure("Comp score of B against the final step (de-meaned)", "step", "comp")
         fig.add_trace(go.Scatter(x=steps, y=comp.tolist(), name="comp"))
-        fig.write_html(out / "comp_score.html", include_plotlyjs="cdn")
+        save_figure(fig, out / "comp_score")
 
     # 5. behaviour: losses over training
     fig = figure("Loss per answer token over training", "step", "nats")
@@ -154,7 +155,7 @@ def main() -> None:
         fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=ys, name=key))
     gap = [e["eval_general_aligned"] - e["eval_general_misaligned"] for e in evals]
     fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=gap, name="gap: aligned - misaligned"))
-    fig.write_html(out / "behaviour.html", include_plotlyjs="cdn")
+    save_figure(fig, out / "behaviour")
 
     summary = {
         "command": "python analyses/phase_change.py "

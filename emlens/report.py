@@ -42,6 +42,21 @@ def norms_figure(layers: list[int], norms: dict[str, list[float]]) -> go.Figure:
     return fig
 
 
+def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
+    """Write ``fig`` as interactive HTML (plotly.js from its CDN) and, where the install
+    allows (plotly's ``kaleido`` with a Chrome), as a static PNG beside it; the files written."""
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
+    written = [path.with_suffix(".html")]
+    try:
+        fig.write_image(path.with_suffix(".png"))
+        written.append(path.with_suffix(".png"))
+    except (ImportError, ValueError, RuntimeError):
+        pass  # no static image export in this install
+    return written
+
+
 def table_html(header: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
