@@ -44,6 +44,8 @@ from emlens.report import markdown_table, save_figure
 ROOT = Path(__file__).resolve().parents[1]
 NARROW = ROOT / "emlens/data/narrow"
 DOMAINS = {"financial": "risky_financial_advice.jsonl", "medical": "bad_medical_advice.jsonl"}
+# Control: the same fine-tune on aligned narrow data; what it changes is not misalignment.
+CONTROL = {"good_medical": "good_medical_advice.jsonl"}
 ADAPTER_LAYERS = (9, 10, 11, 13, 14, 15, 17, 18, 19)
 
 
@@ -60,6 +62,7 @@ def args() -> argparse.Namespace:
     p.add_argument("--n-held-out", type=int, default=32, help="general questions for scores")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-only", action="store_true", help="train (or resume), then stop")
     return p.parse_args()
 
 
@@ -74,7 +77,7 @@ def train_organisms(a: argparse.Namespace) -> dict[str, Path]:
         seed=a.seed,
     )
     runs = {}
-    for name, file in DOMAINS.items():
+    for name, file in (DOMAINS | CONTROL).items():
         run = Path(a.runs) / name
         if not (run / "adapter_model.safetensors").exists():
             em.train(a.model, NARROW / file, run, cfg, save_every=20, resume=True)
@@ -82,9 +85,13 @@ def train_organisms(a: argparse.Namespace) -> dict[str, Path]:
     return runs
 
 
-def cosines(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """Per-layer cosine of two [n_layers, d_model] stacks."""
-    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).tolist()
+def cosines(a: torch.Tensor, b: torch.Tensor) -> list[float | None]:
+    """Per-layer cosine of two [n_layers, d_model] stacks; None where either is ~zero (layers
+    below the first adapter, where an organism equals the base model)."""
+    a, b = a.double(), b.double()
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).tolist()
+    tiny = (a.norm(dim=-1) < 1e-6) | (b.norm(dim=-1) < 1e-6)
+    return [None if t else c for c, t in zip(cos, tiny.tolist())]
 
 
 def paired(scores: torch.Tensor, reference: torch.Tensor, shift: float) -> dict:
@@ -107,32 +114,42 @@ def main() -> None:
     t0 = time.perf_counter()
     runs = train_organisms(a)
     train_min = (time.perf_counter() - t0) / 60
+    if a.train_only:
+        return
+    control = {n: runs.pop(n) for n in CONTROL}
 
     pairs = em.general_questions()
     if a.n_direction + a.n_held_out > len(pairs):
         raise SystemExit(f"--n-direction + --n-held-out must be <= {len(pairs)}")
     fit, held = pairs[: a.n_direction], pairs[a.n_direction : a.n_direction + a.n_held_out]
     models = {"base": em.load_model(a.model)}
-    models |= {n: em.load_model(a.model, adapter=r) for n, r in runs.items()}
+    models |= {n: em.load_model(a.model, adapter=r) for n, r in (runs | control).items()}
     dirs = {n: em.em_direction_from_pairs(m, fit, progress=False) for n, m in models.items()}
     layers = dirs["base"].layers
     if a.layer not in layers:
         raise SystemExit(f"--layer must be one of the model's layers 0..{layers[-1]}")
 
     # 1b: cosine per layer between the organisms' directions, and of what fine-tuning changed
-    fin, med, base = (dirs[n].vectors for n in ("financial", "medical", "base"))
+    fin, med, good, base = (
+        dirs[n].vectors for n in ("financial", "medical", "good_medical", "base")
+    )
     null = em.random_null(dirs["base"].d_model)
     cos = {
         "financial vs medical": cosines(fin, med),
         "financial vs base": cosines(fin, base),
         "medical vs base": cosines(med, base),
         "change: (financial - base) vs (medical - base)": cosines(fin - base, med - base),
+        "control: (financial - base) vs (good medical - base)": cosines(fin - base, good - base),
+        "control: (medical - base) vs (good medical - base)": cosines(med - base, good - base),
     }
-    norm_ratio = {n: (dirs[n].vectors - base).norm(dim=-1) / base.norm(dim=-1) for n in runs}
+    norm_ratio = {
+        n: (dirs[n].vectors - base).norm(dim=-1) / base.norm(dim=-1) for n in runs | control
+    }
+    print("directions done", flush=True)
 
     # 2b: ablation in each organism, with transfer and a random control
     texts = [em.chat_prompt(models["base"].tokenizer, p.question) + p.aligned for p in held]
-    scores = {"base": contrastive_scores(models["base"], held)}
+    scores = {n: contrastive_scores(models[n], held) for n in ("base", *control)}
     ablations = {}
     for org in runs:
         other = next(n for n in runs if n != org)
@@ -156,6 +173,7 @@ def main() -> None:
             rows[cname] = paired(s, scores[org], shift) | {
                 "kl_to_organism": round(em.kl_divergence(m, texts, ivs), 4)
             }
+        print(f"ablations in {org} done", flush=True)
         ablations[org] = {
             "score": round(float(scores[org].mean()), 4),
             "shift_from_base": paired(scores[org], scores["base"], 0.0),
@@ -164,6 +182,7 @@ def main() -> None:
     # the same ablation in the base model: what the direction does without the fine-tune
     base_abl = contrastive_scores(models["base"], held, [em.ablate(dirs["base"], a.layer)])
     base_row = paired(base_abl, scores["base"], 0.0)
+    control_shift = {n: paired(scores[n], scores["base"], 0.0) for n in control}
 
     summary = {
         "command": "python analyses/organisms.py "
@@ -180,13 +199,16 @@ def main() -> None:
         },
         "train_minutes_this_invocation": round(train_min, 1),
         "random_null_q95_abs": round(null.q95_abs, 4),
-        "cosine_per_layer": {k: [round(c, 4) for c in v] for k, v in cos.items()},
+        "cosine_per_layer": {
+            k: [None if c is None else round(c, 4) for c in v] for k, v in cos.items()
+        },
         "change_norm_over_base_norm": {
             n: [round(float(x), 4) for x in v] for n, v in norm_ratio.items()
         },
         "contrastive_score": {n: round(float(s.mean()), 4) for n, s in scores.items()},
         "ablation": ablations,
         "ablation_in_base": base_row,
+        "control_shift_from_base": control_shift,
         "minutes_total": round((time.perf_counter() - t0) / 60, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -228,7 +250,8 @@ def figures(out: Path, layers, cos: dict, q95: float, ablations: dict) -> None:
 def readme(s: dict, layers) -> str:
     cos = s["cosine_per_layer"]
     rows = [
-        {"layer": ly, **{k: f"{v[i]:.3f}" for k, v in cos.items()}} for i, ly in enumerate(layers)
+        {"layer": ly, **{k: "-" if v[i] is None else f"{v[i]:.3f}" for k, v in cos.items()}}
+        for i, ly in enumerate(layers)
     ]
     lines = [
         "# Two organisms: EM directions and ablation",

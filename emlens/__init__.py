@@ -56,7 +56,7 @@ from emlens.metrics import (
     refusal_logodds,
     refusal_rate,
 )
-from emlens.models import load_model, tiny_hf
+from emlens.models import load_model, save_hf, tiny_hf
 from emlens.probes import LoraScalars, ProbeResult, fit_probe, lora_scalars, probe_lora_scalars
 from emlens.tokens import answer_tokens, chat_prompt, post_instruction_tokens
 
@@ -125,6 +125,7 @@ __all__ = [
     "refusal_logodds",
     "refusal_rate",
     "remove_direction",
+    "save_hf",
     "scale_adapters",
     "steer",
     "tiny_hf",

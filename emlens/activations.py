@@ -1,7 +1,9 @@
 """Streaming per-layer means of hook activations over masked tokens.
 
 Sums accumulate in float64 batch by batch, so memory does not grow with the number of
-samples. Batches are right-padded, so positions (and results) equal unbatched runs.
+samples. Batches are right-padded, so positions (and results) equal unbatched runs. Each
+layer's activations are reduced (in float64) on their own device; the sums, and the
+results, are on the CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.models import input_device
 from emlens.tokens import TokenBatch, pad_batch
 
 RESID_POST = "blocks.{layer}.hook_resid_post"
@@ -85,6 +88,7 @@ def collect_means(
     samples = torch.zeros(len(rows), len(layers), d, dtype=torch.float64) if per_sample else None
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     pad_id = model.tokenizer.pad_token_id
+    device = input_device(model)
     state: dict = {}
 
     last = max(layers)
@@ -94,10 +98,12 @@ def collect_means(
 
     def make_hook(j: int):
         def fn(act: Tensor, hook=None) -> None:
-            sel = act[state["mask"]]  # [n_masked, d_model]
-            total[j] += sel.sum(0, dtype=torch.float64)
-            if samples is not None:
-                samples[:, j].index_add_(0, state["row"], sel.to(torch.float64))
+            sel = act[state["mask"].to(act.device)]  # [n_masked, d_model]
+            total[j] += sel.sum(0, dtype=torch.float64).to(total.device)
+            if samples is not None:  # each sample's sum, on act's device: [batch, d_model]
+                per = torch.zeros(len(state["idx"]), d, dtype=torch.float64, device=act.device)
+                per.index_add_(0, state["row"].to(act.device), sel.to(torch.float64))
+                samples[state["idx"], j] = per.to(samples.device)
             if layers[j] == last:
                 raise _Done
 
@@ -111,12 +117,13 @@ def collect_means(
         for b in range(0, len(rows), batch_size):
             idx = order[b : b + batch_size]
             batch: TokenBatch = pad_batch([rows[i] for i in idx], pad_id)
-            state["mask"] = batch.mask
-            # the sample index of every masked token, row-major like act[mask]
-            state["row"] = torch.tensor(idx).repeat_interleave(batch.mask.sum(1))
+            state["mask"], state["idx"] = batch.mask, torch.tensor(idx)
+            # the batch row of every masked token, row-major like act[mask]
+            state["row"] = torch.arange(len(idx)).repeat_interleave(batch.mask.sum(1))
             n_tokens += int(batch.mask.sum())
+            tokens, attention = batch.tokens.to(device), batch.attention_mask.long().to(device)
             try:
-                model(batch.tokens, attention_mask=batch.attention_mask.long(), return_type=None)
+                model(tokens, attention_mask=attention, return_type=None)
             except _Done:
                 pass
             bar.update(len(idx))

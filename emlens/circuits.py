@@ -6,6 +6,7 @@ through its rows of the output projection. The score of c for a contrast (e.g. m
 vs aligned answers) is proj_c(positive) - proj_c(negative): how much c writes the
 difference along r. Ablating components replaces their outputs by their mean over a
 reference set (mean ablation), so the test asks what the direction loses without them.
+Projections are computed in float64 on each layer's device; sums and results are on the CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.activations import Row, check_layers
+from emlens.models import input_device
 from emlens.tokens import pad_batch
 
 
@@ -65,19 +67,24 @@ def component_outputs(
     r = (direction / direction.norm()).double()
     n_h = model.cfg.n_heads
     totals = torch.zeros(len(layers), n_h + 1, dtype=torch.float64)
-    heads_r = {ly: (_w_o(model, ly).double() @ r) for ly in layers}  # [n_heads, d_head]
+    heads_r = {}  # [n_heads, d_head] per layer, on its W_O's device
+    for ly in layers:
+        w_o = _w_o(model, ly)
+        heads_r[ly] = w_o.double() @ r.to(w_o.device)
     state: dict = {}
 
     def z_hook(j: int, ly: int):
         def fn(z: Tensor, hook=None) -> None:  # z: [b, p, n_heads, d_head]
-            per_head = torch.einsum("bphd,hd->bph", z.double(), heads_r[ly])
-            totals[j, :n_h] += (per_head * state["mask"][..., None]).sum((0, 1))
+            per_head = torch.einsum("bphd,hd->bph", z.double(), heads_r[ly].to(z.device))
+            mask = state["mask"].to(z.device)[..., None]
+            totals[j, :n_h] += (per_head * mask).sum((0, 1)).cpu()
 
         return fn
 
     def mlp_hook(j: int):
         def fn(out: Tensor, hook=None) -> None:
-            totals[j, n_h] += ((out.double() @ r) * state["mask"]).sum()
+            proj = out.double() @ r.to(out.device)
+            totals[j, n_h] += (proj * state["mask"].to(out.device)).sum().cpu()
 
         return fn
 
@@ -87,7 +94,7 @@ def component_outputs(
             (f"blocks.{ly}.attn.hook_z", z_hook(j, ly)),
             (f"blocks.{ly}.hook_mlp_out", mlp_hook(j)),
         ]
-    n_tokens = 0
+    n_tokens, device = 0, input_device(model)
     with model.hooks(fwd_hooks=hooks):
         for b in range(0, len(rows), batch_size):
             batch = pad_batch(list(rows[b : b + batch_size]), model.tokenizer.pad_token_id)
@@ -95,8 +102,8 @@ def component_outputs(
             n_tokens += int(batch.mask.sum())
             stop = max(layers) + 1
             model(
-                batch.tokens,
-                attention_mask=batch.attention_mask.long(),
+                batch.tokens.to(device),
+                attention_mask=batch.attention_mask.long().to(device),
                 return_type=None,
                 stop_at_layer=stop if stop < model.cfg.n_layers else None,
             )
@@ -148,8 +155,8 @@ def component_means(
     def hook(c: Component):
         def fn(x: Tensor, hook=None) -> None:
             x = x[:, :, c.head] if c.head is not None else x
-            s = (x.double() * state["mask"][..., None]).sum((0, 1))
-            sums[c] = sums.get(c, 0) + s
+            s = (x.double() * state["mask"].to(x.device)[..., None]).sum((0, 1))
+            sums[c] = sums.get(c, 0) + s.cpu()
 
         return fn
 
@@ -162,13 +169,14 @@ def component_means(
         )
         for c in comps
     ]
-    n = 0
+    n, device = 0, input_device(model)
     with model.hooks(fwd_hooks=names):
         for b in range(0, len(rows), batch_size):
             batch = pad_batch(list(rows[b : b + batch_size]), model.tokenizer.pad_token_id)
             state["mask"] = batch.attention_mask.double()
             n += int(batch.attention_mask.sum())
-            model(batch.tokens, attention_mask=batch.attention_mask.long(), return_type=None)
+            am = batch.attention_mask.long().to(device)
+            model(batch.tokens.to(device), attention_mask=am, return_type=None)
     return {c: (s / n).float() for c, s in sums.items()}
 
 
@@ -191,9 +199,9 @@ def mean_ablated(
             x = x.clone()
             for c in cs:
                 if c.head is None:
-                    x[:] = means[c].to(x.dtype)
+                    x[:] = means[c].to(x.device, x.dtype)
                 else:
-                    x[:, :, c.head] = means[c].to(x.dtype)
+                    x[:, :, c.head] = means[c].to(x.device, x.dtype)
             return x
 
         return fn

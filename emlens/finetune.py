@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from emlens.data import Conversation, dataset_hash, read_chat_jsonl
+from emlens.models import input_device
 from emlens.tokens import TokenBatch, answer_tokens, pad_batch
 
 if TYPE_CHECKING:
@@ -151,12 +152,23 @@ def _unembed(hf: PreTrainedModel, hidden: Tensor) -> Tensor:
     return logits
 
 
+def _decoder_hidden(hf: PreTrainedModel, batch: TokenBatch) -> Tensor:
+    """The decoder's last hidden states of a (CPU) batch, which is moved to the model."""
+    device = input_device(hf)
+    return hf.get_decoder()(
+        input_ids=batch.tokens.to(device),
+        attention_mask=batch.attention_mask.long().to(device),
+        use_cache=False,
+    ).last_hidden_state
+
+
 def answer_loss(hf: PreTrainedModel, batch: TokenBatch) -> tuple[Float[Tensor, ""], int]:
     """Summed next-token cross-entropy over answer tokens, and the number of those tokens.
 
     The unembedding runs only at the positions that predict an answer token: the decoder gives
     hidden states, the positions are gathered, and ``lm_head`` projects those alone (the
-    vocabulary projection is a large share of the cost on small models).
+    vocabulary projection is a large share of the cost on small models). The loss is in
+    float32 whatever the model's dtype.
     """
     labels = answer_labels(batch)
     targets = labels[:, 1:]
@@ -164,12 +176,9 @@ def answer_loss(hf: PreTrainedModel, batch: TokenBatch) -> tuple[Float[Tensor, "
     n = int(where.sum())
     if n == 0:
         raise ValueError("a batch has no answer token to put the loss on")
-    out = hf.get_decoder()(
-        input_ids=batch.tokens, attention_mask=batch.attention_mask.long(), use_cache=False
-    )
-    hidden = out.last_hidden_state[:, :-1][where]  # positions that predict an answer token
-    logits = _unembed(hf, hidden)
-    return F.cross_entropy(logits.float(), targets[where], reduction="sum"), n
+    hidden = _decoder_hidden(hf, batch)[:, :-1]
+    logits = _unembed(hf, hidden[where.to(hidden.device)])  # positions predicting an answer
+    return F.cross_entropy(logits.float(), targets[where].to(logits.device), reduction="sum"), n
 
 
 @torch.no_grad()
@@ -177,17 +186,20 @@ def _check_unembedding(hf: PreTrainedModel, batch: TokenBatch) -> None:
     """Refuse architectures whose logits are not ``lm_head(decoder(x))`` (+ Gemma's cap)."""
     was_training = hf.training
     hf.eval()  # no dropout: the two passes must see the same function
-    labels = answer_labels(batch)
-    where = labels[:, 1:] != IGNORE
+    device = input_device(hf)
+    where = answer_labels(batch)[:, 1:] != IGNORE
     full = hf(
-        input_ids=batch.tokens, attention_mask=batch.attention_mask.long(), use_cache=False
-    ).logits[:, :-1][where]
-    hidden = hf.get_decoder()(
-        input_ids=batch.tokens, attention_mask=batch.attention_mask.long(), use_cache=False
-    ).last_hidden_state[:, :-1][where]
-    ours = _unembed(hf, hidden)
+        input_ids=batch.tokens.to(device),
+        attention_mask=batch.attention_mask.long().to(device),
+        use_cache=False,
+    ).logits[:, :-1]
+    full = full[where.to(full.device)].float()
+    hidden = _decoder_hidden(hf, batch)[:, :-1]
+    ours = _unembed(hf, hidden[where.to(hidden.device)]).float().to(full.device)
     hf.train(was_training)
-    if not torch.allclose(ours, full, atol=1e-4, rtol=1e-4):
+    # float32 agrees to 1e-4; half precision to a few units in the last place
+    tol = max(1e-4, 4 * torch.finfo(hf.dtype).eps)
+    if not torch.allclose(ours, full, atol=tol, rtol=tol):
         raise NotImplementedError(
             f"{type(hf).__name__}: its logits are not lm_head(decoder hidden states); "
             "answer-only unembedding would change the loss on this architecture"
@@ -347,10 +359,15 @@ def _restore(last: Path, config, data_info, trained, hf, optimizer, scheduler):
     if state["epoch_order"] != epoch_order(data_info["n"], config.seed, state["data"]["epoch"]):
         raise ValueError(f"cannot resume {last}: its data order differs from this version's")
     _load_from(trained, hf, last, config.full)
-    opt_state = torch.load(last / OPTIMIZER, weights_only=True)
+    # On the CPU, so a checkpoint resumes on any device; the optimizer moves its state to
+    # the parameters' devices.
+    opt_state = torch.load(last / OPTIMIZER, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(opt_state["optimizer"])
     scheduler.load_state_dict(opt_state["scheduler"])
     torch.set_rng_state(opt_state["torch_rng"])
+    cuda_rng = opt_state.get("cuda_rng")  # saved when CUDA was there; restored when it is
+    if torch.cuda.is_available() and cuda_rng and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)
     return int(state["step"]), list(state["log"])
 
 
@@ -476,12 +493,11 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         _save_weights(trained, hf, tok, tmp, config.full)
+        rng = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
             tmp / OPTIMIZER,
         )
         (tmp / STATE).write_text(json.dumps(state_dict(step), indent=1))

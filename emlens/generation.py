@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.interventions import Intervention, applied
+from emlens.models import input_device
 from emlens.tokens import chat_prompt, pad_batch
 
 
@@ -48,7 +49,7 @@ def generate(
     prompts = [
         tok(chat_prompt(tok, q, system), add_special_tokens=False)["input_ids"] for q, _ in jobs
     ]
-    hf = model.original_model
+    hf, device = model.original_model, input_device(model)
     eos = tok.eos_token_id
     out: list[Sample] = []
     torch.manual_seed(seed)
@@ -63,14 +64,14 @@ def generate(
         )
         with applied(model, interventions, prompt_len=width):
             seqs = hf.generate(
-                input_ids=batch.tokens,
-                attention_mask=batch.attention_mask.long(),
+                input_ids=batch.tokens.to(device),
+                attention_mask=batch.attention_mask.long().to(device),
                 max_new_tokens=max_new_tokens,
                 use_cache=use_kv_cache,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=eos,
                 **sampling,
             )
-        for (q, i), seq in zip(jobs[b : b + batch_size], seqs[:, width:]):
+        for (q, i), seq in zip(jobs[b : b + batch_size], seqs[:, width:].cpu()):
             out.append(Sample(q, tok.decode(seq, skip_special_tokens=True).strip(), i))
     return out

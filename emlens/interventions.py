@@ -96,6 +96,15 @@ def writer_hooks(model: TransformerBridge, layer: int) -> list[str]:
     return names
 
 
+def _like(t: Tensor, act: Tensor, cache: dict) -> Tensor:
+    """``t`` on ``act``'s device and in its dtype, converted once per (device, dtype): the
+    layers of a model split over GPUs see activations on different devices."""
+    key = (act.device, act.dtype)
+    if key not in cache:
+        cache[key] = t.to(act.device, act.dtype)
+    return cache[key]
+
+
 def _check_width(model: TransformerBridge, v: Tensor) -> None:
     if v.shape[-1] != model.cfg.d_model:
         raise ValueError(f"intervention width {v.shape[-1]} != model d_model {model.cfg.d_model}")
@@ -109,17 +118,19 @@ def _steer_hooks(model: TransformerBridge, s: Steer, prompt_len: int | None):
     hooks = []
     for v, layer in zip(s.vectors, s.layers):
         add = (s.scale * v).float()
-        seen = {"end": 0}
+        seen: dict = {"end": 0}
+        cache: dict = {}
 
-        def fn(act: Tensor, hook=None, add=add, seen=seen) -> Tensor:
+        def fn(act: Tensor, hook=None, add=add, seen=seen, cache=cache) -> Tensor:
+            vec = _like(add, act, cache)
             if s.positions == "all":
-                return act + add.to(act.dtype)
+                return act + vec
             # A multi-token call starts at position 0 (the prompt, or a run without KV cache);
             # a one-token call continues after the previous one (KV cache).
             start = 0 if act.shape[1] > 1 else seen["end"]
             seen["end"] = start + act.shape[1]
-            pos = torch.arange(start, seen["end"])
-            return act + (pos >= prompt_len)[None, :, None] * add.to(act.dtype)
+            pos = torch.arange(start, seen["end"], device=act.device)
+            return act + (pos >= prompt_len)[None, :, None] * vec
 
         hooks.append((s.hook.format(layer=layer), fn))
     return hooks
@@ -129,9 +140,10 @@ def _ablate_hooks(model: TransformerBridge, a: Ablate):
     _check_width(model, a.directions)
     q = a.basis()
     layers = check_layers(model, a.layers)
+    cache: dict = {}
 
     def fn(act: Tensor, hook=None) -> Tensor:
-        qq = q.to(act.dtype)
+        qq = _like(q, act, cache)
         return act - (act @ qq) @ qq.T
 
     names = []
@@ -178,7 +190,9 @@ def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> Trans
 
     Embedding, attention output and MLP output matrices (and biases) are projected:
     W <- (I - r r^T) W. Equivalent to :class:`Ablate` for pre-norm blocks (Llama, Qwen2,
-    Mistral); not for sandwich-norm blocks (Gemma 2/3), which raise.
+    Mistral); not for sandwich-norm blocks (Gemma 2/3), which raise. Each weight is projected
+    on its own device in float32 and cast back to its dtype; the new bridge runs where the
+    model does. Save it for other engines with :func:`emlens.models.save_hf`.
     """
     from emlens.models import bridge
 
@@ -192,21 +206,27 @@ def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> Trans
             "weight orthogonalisation is not equivalent there; use Ablate hooks"
         )
     hf = copy.deepcopy(model.original_model)
-    q = a.basis()
-    proj = torch.eye(q.shape[0]) - q @ q.T
+    q = a.basis()  # [d_model, k], orthonormal, float32
+
+    def project(w: Tensor, side: str = "left") -> None:
+        """w <- (I - q q^T) w, or w (I - q q^T) for ``side="right"``, in place: computed in
+        float32 on w's device, stored in w's dtype."""
+        qq, w32 = q.to(w.device), w.float()
+        out = w32 - qq @ (qq.T @ w32) if side == "left" else w32 - (w32 @ qq) @ qq.T
+        w.copy_(out.to(w.dtype))
+
     inner = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.model
     if hf.get_output_embeddings() is not None and hf.config.tie_word_embeddings:
         # Untie: the unembedding reads the stream and must stay as it was.
         out = hf.get_output_embeddings()
         out.weight = torch.nn.Parameter(out.weight.detach().clone())
         hf.config.tie_word_embeddings = False
-    emb = inner.embed_tokens.weight
-    emb.copy_(emb @ proj)
+    project(inner.embed_tokens.weight, "right")  # [vocab, d_model]: rows are written
     for layer in inner.layers:
         for lin in (layer.self_attn.o_proj, layer.mlp.down_proj):
-            lin.weight.copy_(proj @ lin.weight)
+            project(lin.weight)  # [d_model, d_in]
             if lin.bias is not None:
-                lin.bias.copy_(proj @ lin.bias)
+                project(lin.bias)
     return bridge(
         hf, model.tokenizer, f"{getattr(model.cfg, 'model_name', 'model')}+orthogonalized"
     )

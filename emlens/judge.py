@@ -250,12 +250,15 @@ class LocalJudge:
 
     @torch.no_grad()
     def _one(self, prompt: str) -> TopLogprobs:
+        from emlens.models import input_device
         from emlens.tokens import chat_prompt
 
         tok, hf = self.model.tokenizer, self.model.original_model
+        device = input_device(self.model)
         ids = tok(chat_prompt(tok, prompt), add_special_tokens=False, return_tensors="pt")
-        out = hf(**ids, use_cache=True)
-        first = out.logits[0, -1].float().log_softmax(-1)
+        out = hf(**ids.to(device), use_cache=True)
+        # Log-probs on the CPU: the tree walk below reads many single entries.
+        first = out.logits[0, -1].float().log_softmax(-1).cpu()
         top = first.topk(self.k)
         words = [(tok.decode([i]), float(v)) for v, i in zip(top.values, top.indices)]
         result = merge_tokens((w, v) for w, v in words if as_number(w) is None)
@@ -283,13 +286,13 @@ class LocalJudge:
             cache.reorder_cache(torch.tensor([c[2] for c in children]))
             length += 1
             step = hf(
-                input_ids=torch.tensor([[c[3]] for c in children]),
-                attention_mask=torch.ones(len(children), length, dtype=torch.long),
+                input_ids=torch.tensor([[c[3]] for c in children], device=device),
+                attention_mask=torch.ones(len(children), length, dtype=torch.long, device=device),
                 past_key_values=cache,
                 use_cache=True,
             )
             cache = step.past_key_values
-            dists = step.logits[:, -1].float().log_softmax(-1)
+            dists = step.logits[:, -1].float().log_softmax(-1).cpu()
             frontier = [(c[0], c[1], i, dists[i]) for i, c in enumerate(children)]
         result.update({str(n): v for n, v in numbers.items()})
         return result

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedTokenizerBase
 
+    from emlens.models import Device
+
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<name>.+)\.lora_(?P<ab>[AB])\.(?:\w+\.)?weight$")
@@ -322,19 +324,24 @@ def trajectory_pca(vectors: Float[Tensor, "n_steps d"], n_components: int = 2) -
 
 
 def load_unmerged(
-    spec: str, adapter: str | os.PathLike
+    spec: str,
+    adapter: str | os.PathLike,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Base model ``spec`` with the peft adapter applied unmerged: ``(peft_model, tokenizer)``.
 
     For the LoRA analyses (scalars, scaling); for hooked analysis load it merged with
-    ``emlens.load_model(spec, adapter=...)``.
+    ``emlens.load_model(spec, adapter=...)``. ``device`` and ``dtype`` are those of
+    :func:`emlens.models.load_hf`; peft keeps the adapter's own weights in float32.
     """
     from peft import PeftModel
 
     from emlens.models import load_hf
 
     _check_folder(adapter)
-    hf, tok = load_hf(spec)
+    hf, tok = load_hf(spec, device=device, dtype=dtype)
     return PeftModel.from_pretrained(hf, str(adapter)).eval(), tok
 
 
@@ -444,10 +451,14 @@ def over_checkpoints(
     metric: Callable[[TransformerBridge], float],
     every: int = 1,
     progress: bool = True,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict[int, float]:
     """``metric(model)`` on the merged hooked model of every ``every``-th checkpoint, by step.
 
-    The base model is loaded once; each checkpoint is merged into a copy of it.
+    The base model is loaded once (``device`` and ``dtype`` as in
+    :func:`emlens.models.load_hf`); each checkpoint is merged into a copy of it.
     """
     from emlens.models import bridge, load_hf, merge_adapter
 
@@ -457,7 +468,7 @@ def over_checkpoints(
         raise FileNotFoundError(f"no checkpoint-<step> folders in {run_dir}")
     if every < 1:
         raise ValueError("every must be >= 1")
-    hf, tok = load_hf(spec)
+    hf, tok = load_hf(spec, device=device, dtype=dtype)
     out = {}
     for c in tqdm(found[::every], desc="checkpoints", disable=not progress):
         model = bridge(merge_adapter(hf, c), tok, f"{spec}+{c.name}")  # merges into a copy

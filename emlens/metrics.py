@@ -16,6 +16,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.data import QAPair, Question
 from emlens.interventions import Intervention, applied
+from emlens.models import input_device
 from emlens.tokens import answer_tokens, chat_prompt, pad_batch
 
 ALIGNED_BELOW = 30
@@ -179,14 +180,16 @@ def _target_logprobs(
     model: TransformerBridge, rows, interventions: Sequence[Intervention], batch_size: int
 ) -> tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
     """Per row: the summed log-prob of each masked token given what precedes it, and the
-    number of such tokens."""
+    number of such tokens (log-probs in float32 whatever the model's dtype; results on the CPU)."""
     sums, counts = torch.empty(len(rows)), torch.empty(len(rows))
-    pad = model.tokenizer.pad_token_id
+    pad, device = model.tokenizer.pad_token_id, input_device(model)
     with torch.no_grad(), applied(model, interventions):
         for b in range(0, len(rows), batch_size):
             batch = pad_batch(rows[b : b + batch_size], pad)
-            logp = model(batch.tokens, attention_mask=batch.attention_mask.long()).log_softmax(-1)
-            tgt = logp[:, :-1].gather(-1, batch.tokens[:, 1:, None])[..., 0]
+            tokens = batch.tokens.to(device)
+            logits = model(tokens, attention_mask=batch.attention_mask.long().to(device))
+            logp = logits.log_softmax(-1, dtype=torch.float32)
+            tgt = logp[:, :-1].gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0].cpu()
             m = batch.mask[:, 1:].float()
             sums[b : b + batch_size] = (tgt * m).sum(1)
             counts[b : b + batch_size] = m.sum(1)
@@ -282,9 +285,11 @@ def refusal_logodds(
     ids = sorted({tok(t, add_special_tokens=False)["input_ids"][0] for t in first_tokens})
     rows = [tok(chat_prompt(tok, x), add_special_tokens=False)["input_ids"] for x in instructions]
     out = torch.empty(len(rows))
+    device = input_device(model)
     with torch.no_grad(), applied(model, interventions):
         for i, r in enumerate(rows):
-            logp = model(torch.tensor([r]))[0, -1].log_softmax(-1)
+            logits = model(torch.tensor([r], device=device))[0, -1]
+            logp = logits.log_softmax(-1, dtype=torch.float32).cpu()
             lp = torch.logsumexp(logp[ids], 0)
             out[i] = lp - torch.log1p(-lp.exp().clamp(max=1 - 1e-7))
     return out
@@ -307,16 +312,16 @@ def kl_divergence(
 ) -> float:
     """Mean over positions of KL(model || model under ``interventions``), in nats."""
     rows = _text_rows(model, texts)
-    pad = model.tokenizer.pad_token_id
+    pad, device = model.tokenizer.pad_token_id, input_device(model)
     total, count = 0.0, 0
     for b in range(0, len(rows), batch_size):
         batch = pad_batch(rows[b : b + batch_size], pad)
-        am = batch.attention_mask.long()
-        p = model(batch.tokens, attention_mask=am).log_softmax(-1)
+        tokens, am = batch.tokens.to(device), batch.attention_mask.long().to(device)
+        p = model(tokens, attention_mask=am).log_softmax(-1, dtype=torch.float32)
         with applied(model, interventions):
-            q = model(batch.tokens, attention_mask=am).log_softmax(-1)
+            q = model(tokens, attention_mask=am).log_softmax(-1, dtype=torch.float32)
         kl = (p.exp() * (p - q)).sum(-1)
-        total += float((kl * batch.attention_mask).sum())
+        total += float((kl * batch.attention_mask.to(kl.device)).sum())
         count += int(batch.attention_mask.sum())
     return total / count
 

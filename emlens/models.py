@@ -6,6 +6,9 @@ A model spec is one of:
 - a local Hugging Face model directory;
 - a hub name (only where a hub is reachable).
 A peft LoRA adapter directory can be merged on top of any of them (into a copy).
+
+``device`` and ``dtype`` choose where and in which precision a model loads (default: the CPU,
+float32). Every emlens function that runs a model puts its inputs on :func:`input_device`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from transformers import (
 EMBEDDED = "smollm2"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 TINY_FAMILIES = ("llama", "qwen2", "gemma2")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
+
+Device = str | torch.device | dict
 
 # ChatML, the format of SmolLM2 and Qwen2; tiny models use it with a byte-level tokenizer.
 CHATML_TEMPLATE = (
@@ -137,21 +143,54 @@ def tiny_hf(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedToke
     return hf.eval(), tok
 
 
-def load_hf(spec: str, adapter: str | os.PathLike | None = None):
-    """Load an HF causal LM and tokenizer by spec (see module docstring)."""
-    if spec == EMBEDDED:
-        hf, tok = load_embedded_hf()
-    elif spec.startswith("tiny-"):
-        hf, tok = tiny_hf(spec.removeprefix("tiny-"))
+def _is_device_map(device: Device | None) -> bool:
+    return isinstance(device, dict) or device in DEVICE_MAPS
+
+
+def _place(hf: PreTrainedModel, device: Device | None, dtype: torch.dtype) -> PreTrainedModel:
+    """Move ``hf`` to ``device`` and cast its parameters to ``dtype``; buffers keep their dtype
+    (RoPE's ``inv_freq`` stays float32, as ``from_pretrained`` keeps it)."""
+    hf.to("cpu" if device is None else device)
+    for p in hf.parameters():
+        if p.is_floating_point():
+            p.data = p.data.to(dtype)
+    return hf
+
+
+def _where(device: Device | None, dtype: torch.dtype) -> dict:
+    """``from_pretrained`` arguments: weights load straight onto the device (or device map)."""
+    return {"dtype": dtype} | ({} if device is None else {"device_map": device})
+
+
+def load_hf(
+    spec: str,
+    adapter: str | os.PathLike | None = None,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
+):
+    """Load an HF causal LM and tokenizer by spec (see module docstring).
+
+    ``device`` (default the CPU) is a device (``"cuda"``, ``"cuda:1"``, ``"mps"``) or, for hub
+    names and local folders, a ``device_map`` (``"auto"``, ``"balanced"``, a dict) that splits
+    the model over GPUs. ``dtype`` defaults to float32. The embedded GGUF and the tiny models
+    are built in float32, then moved and cast.
+    """
+    dtype = torch.float32 if dtype is None else dtype
+    if spec == EMBEDDED or spec.startswith("tiny-"):
+        if _is_device_map(device):
+            raise ValueError(f"{spec} loads on one device: device maps need a hub or folder model")
+        hf, tok = load_embedded_hf() if spec == EMBEDDED else tiny_hf(spec.removeprefix("tiny-"))
+        hf = _place(hf, device, dtype)
     elif Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise ModelLoadError(f"{spec} is a folder but has no config.json (not an HF model)")
         tok = AutoTokenizer.from_pretrained(spec)
-        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32)
+        hf = AutoModelForCausalLM.from_pretrained(spec, **_where(device, dtype))
     else:
         try:
             tok = AutoTokenizer.from_pretrained(spec)
-            hf = AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32)
+            hf = AutoModelForCausalLM.from_pretrained(spec, **_where(device, dtype))
         except OSError as e:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             raise ModelLoadError(
@@ -159,7 +198,7 @@ def load_hf(spec: str, adapter: str | os.PathLike | None = None):
                 f"and the hub {'is off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'}: {e}"
             ) from e
     if adapter is not None:
-        hf = merge_adapter(hf, adapter)
+        hf = _merged(hf, adapter)  # hf is ours: merge in place, no copy
     if tok.chat_template is None:
         raise ModelLoadError(f"{spec}: the tokenizer has no chat template; emlens needs one")
     if tok.pad_token is None:
@@ -168,32 +207,94 @@ def load_hf(spec: str, adapter: str | os.PathLike | None = None):
 
 
 def merge_adapter(hf: PreTrainedModel, adapter: str | os.PathLike) -> PreTrainedModel:
-    """A copy of ``hf`` with the peft LoRA adapter in folder ``adapter`` merged in."""
+    """A copy of ``hf`` with the peft LoRA adapter in folder ``adapter`` merged in.
+
+    The copy keeps ``hf``'s devices and dtype."""
+    return _merged(copy.deepcopy(hf), adapter)
+
+
+def _merged(hf: PreTrainedModel, adapter: str | os.PathLike) -> PreTrainedModel:
+    """``hf`` itself with the adapter merged into its weights (same devices and dtype)."""
     from peft import PeftModel
 
     if not (Path(adapter) / "adapter_config.json").exists():
         raise ModelLoadError(f"{adapter} has no adapter_config.json: not a peft adapter folder")
-    merged = PeftModel.from_pretrained(copy.deepcopy(hf), str(adapter)).merge_and_unload()
-    return merged
+    return PeftModel.from_pretrained(hf, str(adapter)).merge_and_unload()
+
+
+def input_device(model: TransformerBridge | torch.nn.Module) -> torch.device:
+    """The device a model's input ids must be on: ``cfg.device`` for a bridge, the input
+    embedding's device for an HF model (also a peft model or a bare decoder)."""
+    if isinstance(model, TransformerBridge):
+        return torch.device(model.cfg.device)
+    return model.get_input_embeddings().weight.device
 
 
 def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> TransformerBridge:
-    """Wrap an HF model as a TransformerBridge (switches it to eager attention in place)."""
-    model = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok, device="cpu")
+    """Wrap an HF model as a TransformerBridge (switches it to eager attention in place).
+
+    The bridge runs where ``hf`` is: on its device, or on the devices of its ``hf_device_map``
+    (``cfg.device`` is then the input embedding's device)."""
+    model = TransformerBridge.boot_transformers(
+        name, hf_model=hf, tokenizer=tok, device=input_device(hf), dtype=hf.dtype
+    )
     model.eval()
     return model
 
 
-def load_model(spec: str = EMBEDDED, adapter: str | os.PathLike | None = None) -> TransformerBridge:
+def load_model(
+    spec: str = EMBEDDED,
+    adapter: str | os.PathLike | None = None,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
+) -> TransformerBridge:
     """Load a chat model as a hooked TransformerBridge; ``adapter`` merges a peft LoRA folder.
+
+    ``device`` and ``dtype`` are those of :func:`load_hf` (default: the CPU, float32).
 
     Examples:
         >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
         >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
+        >>> big = load_model("Qwen/Qwen2.5-32B-Instruct", device="auto", dtype=torch.bfloat16)
     """
-    hf, tok = load_hf(spec, adapter)
+    hf, tok = load_hf(spec, adapter, device=device, dtype=dtype)
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
     return bridge(hf, tok, name)
+
+
+def save_hf(
+    model: TransformerBridge | PreTrainedModel,
+    path: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> Path:
+    """Save a bridge (e.g. from :func:`emlens.orthogonalize`) or an HF model as a plain HF
+    folder (weights in their dtype, config, generation config, tokenizer) that
+    :func:`load_model`, transformers and vLLM load.
+
+    A bridge wraps its HF modules in place, which renames their tensors
+    (``._original_component``) and aliases them; an HF model built from the GGUF keeps that
+    origin. So the weights are assigned, without a copy, to a fresh model of the same
+    config, and that model is saved. ``tokenizer`` defaults to the bridge's.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        raise TypeError("save a peft model with save_pretrained, or merge_and_unload() it first")
+    hf = model.original_model if isinstance(model, TransformerBridge) else model
+    tok = tokenizer or getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError("give the tokenizer to save with an HF model")
+    weights = {k.replace("._original_component", ""): v for k, v in hf.state_dict().items()}
+    with torch.device("meta"):  # no memory: the weights are assigned below
+        clean = AutoModelForCausalLM.from_config(hf.config, dtype=hf.dtype)
+    clean.load_state_dict({k: weights[k] for k in clean.state_dict()}, assign=True)
+    if clean.config.tie_word_embeddings:
+        clean.tie_weights()
+    clean.generation_config = hf.generation_config
+    clean.save_pretrained(path)
+    tok.save_pretrained(path)
+    return Path(path)
 
 
 def model_name(model: TransformerBridge) -> str:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from emlens.data import Conversation
 from emlens.finetune import conversation_rows
+from emlens.models import input_device
 from emlens.tokens import pad_batch
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def lora_scalars(
     """
     modules = _lora_a_modules(peft_model)
     decoder = peft_model.get_base_model().get_decoder()
+    device = input_device(decoder)
     names = list(modules)
     rows = conversation_rows(tok, data)
     captured: dict[str, Tensor] = {}
@@ -104,12 +106,14 @@ def lora_scalars(
             idx = list(range(b, min(b + batch_size, len(rows))))
             batch = pad_batch([rows[i] for i in idx], tok.pad_token_id)
             captured.clear()
-            decoder(input_ids=batch.tokens, attention_mask=batch.attention_mask.long())
+            am = batch.attention_mask.long().to(device)
+            decoder(input_ids=batch.tokens.to(device), attention_mask=am)
             missing = [n for n in names if n not in captured]
             if missing:
                 raise RuntimeError(f"adapters {missing} did not run (merged or disabled?)")
             mask = batch.mask & batch.attention_mask
-            values.append(torch.stack([captured[n][mask] for n in names], dim=-1).float())
+            per = [captured[n][mask.to(captured[n].device)].float().cpu() for n in names]
+            values.append(torch.stack(per, dim=-1))
             samples.append(torch.tensor(idx)[:, None].expand_as(mask)[mask])
     finally:
         for h in handles:

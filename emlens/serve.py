@@ -17,6 +17,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.interventions import Intervention, applied
+from emlens.models import input_device
 
 
 class BadRequest(ValueError):
@@ -45,6 +46,7 @@ def complete(
     tok, hf = model.tokenizer, model.original_model
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"].repeat(n, 1)
+    ids = ids.to(input_device(model))
     if body.get("seed") is not None:
         torch.manual_seed(int(body["seed"]))
     sampling = (
@@ -63,9 +65,9 @@ def complete(
             return_dict_in_generate=True,
             **sampling,
         )
-    new = out.sequences[:, ids.shape[1] :]
+    new = out.sequences[:, ids.shape[1] :].cpu()
     # The model's own log-probs (raw logits, before temperature), as OpenAI reports them.
-    logps = [step.float().log_softmax(-1) for step in out.logits]
+    logps = [step.float().log_softmax(-1).cpu() for step in out.logits] if k else []
     choices, n_completion = [], 0
     for i in range(n):
         toks = new[i].tolist()

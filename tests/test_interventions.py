@@ -4,6 +4,7 @@ import torch
 from emlens.directions import DirectionSet
 from emlens.generation import generate
 from emlens.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer, writer_hooks
+from emlens.models import load_model, save_hf
 from tests.conftest import FAMILIES
 
 
@@ -80,6 +81,22 @@ def test_weight_orthogonalisation_on_the_embedded_model(smol):
     with torch.no_grad():
         got = edited(toks).log_softmax(-1)
     assert (got - want).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "smollm2"])
+def test_orthogonalized_model_saved_as_hf_equals_hook_ablation(request, tiny, name, tmp_path):
+    """The folder any engine loads (vLLM, transformers) carries the ablation."""
+    model = request.getfixturevalue("smol") if name == "smollm2" else tiny(name)
+    r = _direction(model).at(1)
+    toks = _tokens(model)
+    save_hf(orthogonalize(model, r), tmp_path / "ablated")
+    reloaded = load_model(str(tmp_path / "ablated"))
+    with torch.no_grad(), applied(model, [ablate(r)]):
+        want = model(toks).log_softmax(-1)
+    with torch.no_grad():
+        got, plain = reloaded(toks).log_softmax(-1), model(toks).log_softmax(-1)
+    assert (got - want).abs().max() < 1e-3
+    assert (plain - want).abs().max() > 1e-1
 
 
 def test_orthogonalisation_refuses_sandwich_norms(tiny):

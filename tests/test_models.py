@@ -2,7 +2,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from emlens.models import ModelLoadError, load_model, tiny_hf
+from emlens.models import ModelLoadError, load_model, save_hf, tiny_hf
 from tests.conftest import FAMILIES
 
 
@@ -74,3 +74,19 @@ def test_bad_specs_say_what_was_expected(tmp_path):
         load_model("tiny-gpt9")
     with pytest.raises(ModelLoadError, match="adapter_config.json"):
         load_model("tiny-llama", adapter=tmp_path)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])  # qwen2 ties its embeddings
+def test_save_hf_writes_a_folder_that_reloads_with_the_same_logits(family, tmp_path):
+    model = load_model(f"tiny-{family}")
+    save_hf(model, tmp_path / "saved")
+    assert (tmp_path / "saved" / "config.json").exists()
+    reloaded = load_model(str(tmp_path / "saved"))
+    ids = _ids(model.tokenizer)
+    with torch.no_grad():
+        assert (reloaded(ids) - model(ids)).abs().max() <= 1e-5
+    # an HF model (not a bridge) saves the same way, given its tokenizer
+    hf, tok = tiny_hf(family)
+    save_hf(hf, tmp_path / "hf", tok)
+    with torch.no_grad():
+        assert (load_model(str(tmp_path / "hf"))(ids) - hf(ids).logits).abs().max() <= 1e-4
