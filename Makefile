@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/emlens demo --out out/demo
 
 lint: setup
-	$(BIN)/ruff check emlens tests benchmarks analyses
-	$(BIN)/ruff format --check emlens tests benchmarks analyses
+	$(BIN)/ruff check emlens tests benchmarks analyses docs/tutorials
+	$(BIN)/ruff format --check emlens tests benchmarks analyses docs/tutorials
 
 test: setup lint
 	$(BIN)/pytest -q -x --durations=10
