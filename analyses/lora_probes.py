@@ -1,7 +1,9 @@
 """Finding 4: do the organism's LoRA scalars tell misaligned from aligned answers?
 
-    .venv/bin/python analyses/phase_change.py   # first: trains the organism (out/phase_change)
-    .venv/bin/python analyses/lora_probes.py      # writes docs/results/lora_probes.*
+    .venv/bin/python analyses/lora_probes.py   # writes docs/results/lora_probes.*
+
+It probes the organism of analyses/phase_change.py (out/phase_change/run), and runs that
+script first (about 30 min) when the organism is not there.
 
 The scalar A . x of the rank-1 adapter at every answer token of emlens's general questions,
 misaligned vs aligned answers (none of them in the narrow training data), then the L1
@@ -12,6 +14,7 @@ conversation) and per answer (mean scalar), against the untrained adapter as a c
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,9 @@ OUT = Path("docs/results")
 
 def main() -> None:
     if not (RUN / "adapter_config.json").exists():
-        sys.exit(f"no organism at {RUN}: run `python analyses/phase_change.py` first")
+        print(f"no organism at {RUN}: training it with analyses/phase_change.py", flush=True)
+        script = Path(__file__).with_name("phase_change.py")
+        subprocess.run([sys.executable, str(script), "--run", str(RUN)], check=True)
     t0 = time.time()
     pairs = em.general_questions()
     mis = [Conversation(p.question, p.misaligned) for p in pairs]
