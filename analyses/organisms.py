@@ -189,6 +189,7 @@ def main() -> None:
         + " ".join(
             f"--{k.replace('_', '-')} {str(v).replace(str(ROOT) + '/', '')}"
             for k, v in vars(a).items()
+            if not isinstance(v, bool)  # --train-only is never part of an analysis run
         ),
         "model": a.model,
         "organisms": {n: str(r).replace(str(ROOT) + "/", "") for n, r in runs.items()},
