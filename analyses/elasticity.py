@@ -1,6 +1,6 @@
 """Elasticity (Language Models Resist Alignment, ACL 2025) on the embedded model.
 
-    .venv/bin/python analyses/elasticity.py                    # about 20 min on 2 CPU cores
+    .venv/bin/python analyses/elasticity.py                    # about 35 min on 2 CPU cores
     .venv/bin/python analyses/elasticity.py --slice 8 --probe 4 --positive 0 8 \\
         --negative 0 4 --held-out 4 --out /tmp/el              # a smoke run
 

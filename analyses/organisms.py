@@ -1,7 +1,7 @@
 """Two organisms on different narrow domains: do their EM directions agree, and does ablating
 one remove the fine-tune's misalignment, in its own organism and in the other?
 
-    .venv/bin/python analyses/organisms.py                  # about 30 min on 2 CPU cores
+    .venv/bin/python analyses/organisms.py                  # about 50 min on 2 CPU cores
     .venv/bin/python analyses/organisms.py --steps 4 --n-direction 8 --n-held-out 8 \\
         --out /tmp/org --runs /tmp/org/runs                 # a smoke run
 
