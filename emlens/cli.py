@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+import torch
+
 from emlens import data
 from emlens.compare import cosine_per_layer, random_null
 from emlens.directions import DirectionSet, em_direction, em_direction_from_pairs, refusal_direction
@@ -28,10 +30,16 @@ def _instructions(path: str) -> list[str]:
     return [r["instruction"] for r in rows]
 
 
-def cmd_directions(a: argparse.Namespace) -> None:
+def _load(a: argparse.Namespace):
+    """The model of ``--model``/``--adapter``, on ``--device`` in ``--dtype``."""
     from emlens.models import load_model
 
-    model = load_model(a.model, a.adapter)
+    dtype = None if a.dtype is None else getattr(torch, a.dtype)
+    return load_model(a.model, a.adapter, device=a.device, dtype=dtype)
+
+
+def cmd_directions(a: argparse.Namespace) -> None:
+    model = _load(a)
     layers = _layers(a.layers)
     if a.kind == "em":
         if bool(a.misaligned) != bool(a.aligned):
@@ -93,9 +101,8 @@ def _parse_ablate(spec: str, model):
 
 def cmd_generate(a: argparse.Namespace) -> None:
     from emlens.generation import generate
-    from emlens.models import load_model
 
-    model = load_model(a.model, a.adapter)
+    model = _load(a)
     ivs = _interventions(a, model)
     if a.question:
         questions = a.question
@@ -121,10 +128,9 @@ def _interventions(a: argparse.Namespace, model) -> list:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from emlens.models import load_model
     from emlens.serve import make_server
 
-    model = load_model(a.model, a.adapter)
+    model = _load(a)
     server = make_server(model, _interventions(a, model), a.host, a.port, a.name or a.model)
     host, port = server.server_address[:2]
     print(f"serving {a.model} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
@@ -143,7 +149,7 @@ def make_judge(spec: str, judge_model: str | None, model):
     if spec == "local":
         return LocalJudge(model)
     if spec.startswith("local:"):
-        return LocalJudge(load_model(spec.removeprefix("local:")))
+        return LocalJudge(load_model(spec.removeprefix("local:"), device=model.cfg.device))
     if spec.startswith(("http://", "https://")):
         if not judge_model:
             raise SystemExit("--judge URL needs --judge-model (e.g. gpt-4o-2024-08-06)")
@@ -153,9 +159,8 @@ def make_judge(spec: str, judge_model: str | None, model):
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from emlens.metrics import evaluate_em
-    from emlens.models import load_model
 
-    model = load_model(a.model, a.adapter)
+    model = _load(a)
     questions = data.read_questions(a.questions) if a.questions else data.em_questions()
     judge = make_judge(a.judge, a.judge_model, model)
     res = evaluate_em(
@@ -195,6 +200,10 @@ def parser() -> argparse.ArgumentParser:
             "--model", default="smollm2", help="smollm2, tiny-llama, a folder, a hub name"
         )
         s.add_argument("--adapter", help="a peft LoRA adapter folder to merge")
+        s.add_argument("--device", help="cpu (default), cuda, cuda:1, or auto (a device map)")
+        s.add_argument(
+            "--dtype", choices=["float32", "bfloat16", "float16"], help="default float32"
+        )
 
     def intervention_args(s):
         s.add_argument("--steer", action="append", default=[], help="FILE:LAYERS:SCALE")

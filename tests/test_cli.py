@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from emlens.cli import main
 from emlens.directions import DirectionSet
@@ -109,3 +110,42 @@ def test_evaluate_and_serve_commands(tmp_path, capsys):
             time.sleep(0.1)
     else:
         raise AssertionError("emlens serve did not come up")
+
+
+def test_device_and_dtype_flags(tmp_path, capsys, monkeypatch):
+    import emlens.models
+
+    seen = []
+    load = emlens.models.load_model
+
+    def spy(*args, **kw):  # the real loader; records what the flags turned into
+        seen.append(kw)
+        return load(*args, **kw)
+
+    monkeypatch.setattr(emlens.models, "load_model", spy)
+    em = tmp_path / "em.safetensors"
+    main(["directions", "em", "--model", "tiny-llama", "--dtype", "bfloat16", "--out", str(em)])
+    assert seen == [{"device": None, "dtype": torch.bfloat16}]
+    assert DirectionSet.load(em).vectors.dtype == torch.float32  # directions stay float32
+    main(
+        [
+            "generate",
+            "--model",
+            "tiny-llama",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float16",
+            "--question",
+            "Hi?",
+            "--steer",
+            f"{em}:1:2.0",
+            "--max-new-tokens",
+            "3",
+        ]
+    )
+    assert seen[-1] == {"device": "cpu", "dtype": torch.float16}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["question"] == "Hi?"
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--model", "tiny-llama", "--dtype", "float8"])
+    assert e.value.code == 2
