@@ -36,7 +36,7 @@ from emlens.data import Conversation, read_chat_jsonl
 from emlens.elasticity import ELASTICITY_CONFIG, rebound, resistance
 from emlens.finetune import held_out_loss
 from emlens.models import load_hf
-from emlens.report import markdown_table, save_figure
+from emlens.report import command_line, markdown_table, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 NARROW = ROOT / "emlens/data/narrow"
@@ -129,16 +129,7 @@ def main() -> None:
     )
 
     summary = {
-        "command": "python analyses/elasticity.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} "
-            + (
-                " ".join(map(str, v))
-                if isinstance(v, list)
-                else str(v).replace(str(ROOT) + "/", "")
-            )
-            for k, v in vars(a).items()
-        ),
+        "command": command_line("analyses/elasticity.py", a, ROOT),
         "model": a.model,
         "config": cfg.to_dict() | {"layers": "every layer"},
         "data": {

@@ -39,7 +39,7 @@ import torch
 
 import emlens as em
 from emlens.metrics import contrastive_scores
-from emlens.report import markdown_table, save_figure
+from emlens.report import command_line, markdown_table, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 NARROW = ROOT / "emlens/data/narrow"
@@ -185,12 +185,7 @@ def main() -> None:
     control_shift = {n: paired(scores[n], scores["base"], 0.0) for n in control}
 
     summary = {
-        "command": "python analyses/organisms.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {str(v).replace(str(ROOT) + '/', '')}"
-            for k, v in vars(a).items()
-            if not isinstance(v, bool)  # --train-only is never part of an analysis run
-        ),
+        "command": command_line("analyses/organisms.py", a, ROOT),
         "model": a.model,
         "organisms": {n: str(r).replace(str(ROOT) + "/", "") for n, r in runs.items()},
         "adapter_layers": list(ADAPTER_LAYERS),

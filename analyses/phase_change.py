@@ -28,7 +28,7 @@ from plotly.subplots import make_subplots
 from emlens import lora
 from emlens.data import Conversation, general_questions, read_chat_jsonl
 from emlens.finetune import TrainConfig, train
-from emlens.report import save_figure
+from emlens.report import command_line, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "emlens/data/narrow/risky_financial_advice.jsonl"
@@ -158,12 +158,7 @@ def main() -> None:
     save_figure(fig, out / "behaviour")
 
     summary = {
-        "command": "python analyses/phase_change.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {str(v).replace(str(ROOT) + '/', '')}"
-            for k, v in vars(a).items()
-            if v is not None
-        ),
+        "command": command_line("analyses/phase_change.py", a, ROOT),
         "model": a.model,
         "adapter": traj.names[0] if len(traj.names) == 1 else traj.names,
         "config": cfg.to_dict(),

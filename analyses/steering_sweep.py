@@ -25,7 +25,7 @@ import torch
 
 import emlens as em
 from emlens.metrics import contrastive_score, cross_entropy
-from emlens.report import markdown_table, save_figure
+from emlens.report import command_line, markdown_table, save_figure
 from emlens.sweeps import heatmap, steering_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +83,7 @@ def main() -> None:
             fig.update_layout(title=f"{metric}, steering with the {name} direction")
             save_figure(fig, out / f"{metric}_{name}")
     summary = {
-        "command": "python analyses/steering_sweep.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} "
-            + (" ".join(map(str, v)) if isinstance(v, list) else str(v).replace(f"{ROOT}/", ""))
-            for k, v in vars(a).items()
-        ),
+        "command": command_line("analyses/steering_sweep.py", a, ROOT),
         "model": a.model,
         "data": {
             "direction": f"general_questions()[:{a.n_direction}]",

@@ -12,6 +12,15 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-refere
 FAMILIES = ["llama", "qwen2", "gemma2"]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and far faster on a shared, busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """Tiny bridges by family, built once."""

@@ -64,13 +64,7 @@ CONVS = [Conversation(p.question, p.misaligned) for p in PAIRS]
 TEXT = "The quick brown fox jumps over the lazy dog."
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a shared, busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclass

@@ -9,13 +9,7 @@ from emlens.finetune import held_out_loss
 from emlens.models import tiny_hf
 from tests.conftest import FAMILIES
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def convs(word: str, n: int = 6) -> list[Conversation]:

@@ -19,14 +19,7 @@ from emlens.models import tiny_hf
 from emlens.tokens import pad_batch
 from tests.conftest import FAMILIES
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a shared, busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONVS = [

@@ -22,14 +22,7 @@ from emlens.lora import (
 )
 from emlens.models import merge_adapter, tiny_hf
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a shared, busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NAMES = ["model.layers.0.mlp.down_proj", "model.layers.2.mlp.down_proj"]

@@ -9,14 +9,7 @@ from emlens.lora import read_adapter
 from emlens.models import bridge, merge_adapter, tiny_hf
 from emlens.probes import LoraScalars, fit_probe, lora_scalars, probe_lora_scalars
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a shared, busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONVS = [
