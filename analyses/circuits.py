@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 import torch
 
 import emlens as em
-from emlens.activations import collect_means
-from emlens.circuits import (
+from emlens.core.activations import collect_means
+from emlens.core.circuits import (
     component_means,
     component_scores,
     components,
@@ -31,8 +31,8 @@ from emlens.circuits import (
     overlap,
     top_components,
 )
+from emlens.core.tokens import answer_tokens, post_instruction_tokens
 from emlens.report import markdown_table, write_report
-from emlens.tokens import answer_tokens, post_instruction_tokens
 
 OUT = Path("docs/results")
 LAYER, K, N, SEED = 20, 10, 64, 0

@@ -32,10 +32,10 @@ import plotly.graph_objects as go
 import torch
 
 import emlens as em
-from emlens.data import Conversation, read_chat_jsonl
-from emlens.elasticity import ELASTICITY_CONFIG, rebound, resistance
-from emlens.finetune import held_out_loss
-from emlens.models import load_hf
+from emlens.core.data import Conversation, read_chat_jsonl
+from emlens.core.models import load_hf
+from emlens.organisms.elasticity import ELASTICITY_CONFIG, rebound, resistance
+from emlens.organisms.finetune import held_out_loss
 from emlens.report import command_line, markdown_table, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import emlens as em
-from emlens.judge import LocalJudge
-from emlens.metrics import contrastive_score, evaluate_em
+from emlens.eval.judge import LocalJudge
+from emlens.eval.metrics import contrastive_score, evaluate_em
 from emlens.report import markdown_table
 
 OUT = Path("docs/results")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import emlens as em
-from emlens.data import Conversation
+from emlens.core.data import Conversation
 from emlens.report import markdown_table, write_report
 
 OUT = Path("docs/results")

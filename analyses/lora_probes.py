@@ -7,7 +7,7 @@ script first (about 30 min) when the organism is not there.
 
 The scalar A . x of the rank-1 adapter at every answer token of emlens's general questions,
 misaligned vs aligned answers (none of them in the narrow training data), then the L1
-logistic-regression probe of :func:`emlens.probes.probe_lora_scalars`, per token (split by
+logistic-regression probe of :func:`emlens.organisms.probes.probe_lora_scalars`, per token (split by
 conversation) and per answer (mean scalar), against the untrained adapter as a control.
 """
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import emlens as em
-from emlens.data import Conversation
+from emlens.core.data import Conversation
 from emlens.report import markdown_table
 
 RUN = Path("out/phase_change/run")

@@ -38,7 +38,7 @@ import plotly.graph_objects as go
 import torch
 
 import emlens as em
-from emlens.metrics import contrastive_scores
+from emlens.eval.metrics import contrastive_scores
 from emlens.report import command_line, markdown_table, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]

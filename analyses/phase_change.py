@@ -25,9 +25,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from emlens import lora
-from emlens.data import Conversation, general_questions, read_chat_jsonl
-from emlens.finetune import TrainConfig, train
+from emlens.core.data import Conversation, general_questions, read_chat_jsonl
+from emlens.organisms import lora
+from emlens.organisms.finetune import TrainConfig, train
 from emlens.report import command_line, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]

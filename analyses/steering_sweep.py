@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 import emlens as em
-from emlens.metrics import contrastive_score, cross_entropy
+from emlens.eval.metrics import contrastive_score, cross_entropy
+from emlens.eval.sweeps import heatmap, steering_sweep
 from emlens.report import command_line, markdown_table, save_figure
-from emlens.sweeps import heatmap, steering_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

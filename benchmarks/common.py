@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from emlens import data
-from emlens.tokens import answer_tokens, pad_batch
+from emlens.core import data
+from emlens.core.tokens import answer_tokens, pad_batch
 
 
 def conversations(n: int) -> list[tuple[str, str]]:

@@ -9,8 +9,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import rows  # noqa: E402
 
-from emlens.activations import collect_means  # noqa: E402
-from emlens.models import load_model  # noqa: E402
+from emlens.core.activations import collect_means  # noqa: E402
+from emlens.core.models import load_model  # noqa: E402
 
 torch.set_num_threads(2)
 model = load_model("smollm2")

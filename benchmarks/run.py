@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import batches, best_of, masked_means_from_hidden, rows  # noqa: E402
 
-from emlens.activations import collect_means  # noqa: E402
-from emlens.generation import generate  # noqa: E402
-from emlens.interventions import Steer  # noqa: E402
-from emlens.models import bridge, load_embedded_hf  # noqa: E402
+from emlens.core.activations import collect_means  # noqa: E402
+from emlens.core.generation import generate  # noqa: E402
+from emlens.core.interventions import Steer  # noqa: E402
+from emlens.core.models import bridge, load_embedded_hf  # noqa: E402
 
 N = 64
 LAYERS = list(range(30))

@@ -4,7 +4,8 @@
 
 Prints ``name: value (target)`` lines, ratios of times measured in this process:
 - ``train_step_time_vs_bare_peft``: one emlens training step (the step function
-  ``emlens.finetune.train`` runs: batching, loss, backward, clipping, optimizer, schedule) /
+  ``emlens.organisms.finetune.train`` runs: batching, loss, backward, clipping, optimizer,
+  schedule) /
   one step written with peft and the HF forward with ``labels=`` (full-vocabulary logits),
   rank-1 LoRA on ``down_proj`` of the middle layer of the embedded SmolLM2, the same 8
   conversations;
@@ -26,8 +27,10 @@ from transformers import get_linear_schedule_with_warmup
 sys.path.insert(0, str(Path(__file__).parent))
 from common import best_of  # noqa: E402
 
-from emlens.data import read_chat_jsonl  # noqa: E402
-from emlens.finetune import (  # noqa: E402
+from emlens.core.data import read_chat_jsonl  # noqa: E402
+from emlens.core.models import load_embedded_hf  # noqa: E402
+from emlens.core.tokens import pad_batch  # noqa: E402
+from emlens.organisms.finetune import (  # noqa: E402
     IGNORE,
     TrainConfig,
     _train_step,
@@ -36,8 +39,6 @@ from emlens.finetune import (  # noqa: E402
     conversation_rows,
     lora_model,
 )
-from emlens.models import load_embedded_hf  # noqa: E402
-from emlens.tokens import pad_batch  # noqa: E402
 
 DATA = Path(__file__).parents[1] / "emlens/data/narrow/risky_financial_advice.jsonl"
 BATCH = 8

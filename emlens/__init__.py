@@ -1,8 +1,8 @@
 """emlens: mechanistic interpretability of Emergent Misalignment."""
 
-from emlens.activations import RESID_POST, ActivationSummary, collect_means
-from emlens.compare import cosine_matrix, cosine_per_layer, random_like, random_null
-from emlens.data import (
+from emlens.core.activations import RESID_POST, ActivationSummary, collect_means
+from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
+from emlens.core.data import (
     Conversation,
     QAPair,
     Question,
@@ -14,14 +14,28 @@ from emlens.data import (
     read_chat_jsonl,
     read_questions,
 )
-from emlens.directions import (
+from emlens.core.directions import (
     DirectionSet,
     em_direction,
     em_direction_from_pairs,
     mean_diff,
     refusal_direction,
 )
-from emlens.finetune import (
+from emlens.core.generation import Sample, generate
+from emlens.core.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer
+from emlens.core.models import load_model, save_hf, tiny_hf
+from emlens.core.tokens import answer_tokens, chat_prompt, post_instruction_tokens
+from emlens.eval.judge import HTTPJudge, LocalJudge, aggregate
+from emlens.eval.metrics import (
+    contrastive_score,
+    cross_entropy,
+    evaluate_em,
+    is_em,
+    kl_divergence,
+    refusal_logodds,
+    refusal_rate,
+)
+from emlens.organisms.finetune import (
     TrainConfig,
     TrainResult,
     answer_labels,
@@ -29,10 +43,7 @@ from emlens.finetune import (
     held_out_loss,
     train,
 )
-from emlens.generation import Sample, generate
-from emlens.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer
-from emlens.judge import HTTPJudge, LocalJudge, aggregate
-from emlens.lora import (
+from emlens.organisms.lora import (
     LoraAdapter,
     LoraTrajectory,
     PhaseChange,
@@ -48,18 +59,13 @@ from emlens.lora import (
     scale_adapters,
     trajectory_pca,
 )
-from emlens.metrics import (
-    contrastive_score,
-    cross_entropy,
-    evaluate_em,
-    is_em,
-    kl_divergence,
-    refusal_logodds,
-    refusal_rate,
+from emlens.organisms.probes import (
+    LoraScalars,
+    ProbeResult,
+    fit_probe,
+    lora_scalars,
+    probe_lora_scalars,
 )
-from emlens.models import load_model, save_hf, tiny_hf
-from emlens.probes import LoraScalars, ProbeResult, fit_probe, lora_scalars, probe_lora_scalars
-from emlens.tokens import answer_tokens, chat_prompt, post_instruction_tokens
 
 __all__ = [
     "RESID_POST",

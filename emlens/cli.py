@@ -8,9 +8,14 @@ import sys
 
 import torch
 
-from emlens import data
-from emlens.compare import cosine_per_layer, random_null
-from emlens.directions import DirectionSet, em_direction, em_direction_from_pairs, refusal_direction
+from emlens.core import data
+from emlens.core.compare import cosine_per_layer, random_null
+from emlens.core.directions import (
+    DirectionSet,
+    em_direction,
+    em_direction_from_pairs,
+    refusal_direction,
+)
 
 
 def _layers(s: str | None) -> list[int] | None:
@@ -32,7 +37,7 @@ def _instructions(path: str) -> list[str]:
 
 def _load(a: argparse.Namespace):
     """The model of ``--model``/``--adapter``, on ``--device`` in ``--dtype``."""
-    from emlens.models import load_model
+    from emlens.core.models import load_model
 
     dtype = None if a.dtype is None else getattr(torch, a.dtype)
     return load_model(a.model, a.adapter, device=a.device, dtype=dtype)
@@ -76,7 +81,7 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
 
 def _parse_steer(spec: str, model):
-    from emlens.interventions import steer
+    from emlens.core.interventions import steer
 
     try:
         path, layers, scale = spec.rsplit(":", 2)
@@ -88,7 +93,7 @@ def _parse_steer(spec: str, model):
 
 
 def _parse_ablate(spec: str, model):
-    from emlens.interventions import ablate
+    from emlens.core.interventions import ablate
 
     try:
         path, layer = spec.rsplit(":", 1)
@@ -100,7 +105,7 @@ def _parse_ablate(spec: str, model):
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
-    from emlens.generation import generate
+    from emlens.core.generation import generate
 
     model = _load(a)
     ivs = _interventions(a, model)
@@ -128,7 +133,7 @@ def _interventions(a: argparse.Namespace, model) -> list:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from emlens.serve import make_server
+    from emlens.eval.serve import make_server
 
     model = _load(a)
     server = make_server(model, _interventions(a, model), a.host, a.port, a.name or a.model)
@@ -143,8 +148,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
 def make_judge(spec: str, judge_model: str | None, model):
     """``local`` (the evaluated model judges itself), a local model spec as ``local:SPEC``, or
     an OpenAI-compatible base URL (with ``--judge-model``)."""
-    from emlens.judge import HTTPJudge, LocalJudge
-    from emlens.models import load_model
+    from emlens.core.models import load_model
+    from emlens.eval.judge import HTTPJudge, LocalJudge
 
     if spec == "local":
         return LocalJudge(model)
@@ -158,7 +163,7 @@ def make_judge(spec: str, judge_model: str | None, model):
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from emlens.metrics import evaluate_em
+    from emlens.eval.metrics import evaluate_em
 
     model = _load(a)
     questions = data.read_questions(a.questions) if a.questions else data.em_questions()

@@ -11,12 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from emlens import data
-from emlens.compare import cosine_matrix, cosine_per_layer, random_like, random_null
-from emlens.directions import em_direction_from_pairs, refusal_direction
-from emlens.generation import generate
-from emlens.interventions import ablate, steer
-from emlens.models import load_model
+from emlens.core import data
+from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
+from emlens.core.directions import em_direction_from_pairs, refusal_direction
+from emlens.core.generation import generate
+from emlens.core.interventions import ablate, steer
+from emlens.core.models import load_model
 from emlens.report import cosine_figure, matrix_figure, norms_figure, table_html, write_report
 
 

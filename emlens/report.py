@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.io import to_html
 
-from emlens.compare import RandomNull
+from emlens.core.compare import RandomNull
 
 
 def cosine_figure(layers: list[int], cos: list[float], null: RandomNull, title: str) -> go.Figure:

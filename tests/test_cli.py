@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from emlens.cli import main
-from emlens.directions import DirectionSet
+from emlens.core.directions import DirectionSet
 
 
 def _chat(path, pairs):
@@ -113,16 +113,16 @@ def test_evaluate_and_serve_commands(tmp_path, capsys):
 
 
 def test_device_and_dtype_flags(tmp_path, capsys, monkeypatch):
-    import emlens.models
+    import emlens.core.models
 
     seen = []
-    load = emlens.models.load_model
+    load = emlens.core.models.load_model
 
     def spy(*args, **kw):  # the real loader; records what the flags turned into
         seen.append(kw)
         return load(*args, **kw)
 
-    monkeypatch.setattr(emlens.models, "load_model", spy)
+    monkeypatch.setattr(emlens.core.models, "load_model", spy)
     em = tmp_path / "em.safetensors"
     main(["directions", "em", "--model", "tiny-llama", "--dtype", "bfloat16", "--out", str(em)])
     assert seen == [{"device": None, "dtype": torch.bfloat16}]

@@ -1,0 +1,74 @@
+"""Everything emlens knows about model architectures, in one place.
+
+The rest of emlens addresses activations by TransformerLens hook names; only this module names
+an HF module path (``o_proj``, ``down_proj``, the decoder's ``layers``), a family's extra norms
+(Gemma 2/3 normalise each block output before the residual add) or its logit soft-cap.
+Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2) and Gemma 2/3.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedModel
+
+# Every linear layer of a Llama-architecture block: LoRA's "all-linear" target list.
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The linear layers whose outputs a block adds to the residual stream.
+ATTN_OUT, MLP_OUT = "o_proj", "down_proj"
+# Gemma 2/3's norms on block outputs, as TransformerBridge names them.
+POST_NORMS = ("ln1_post", "ln2_post")
+
+
+def decoder(hf: PreTrainedModel) -> torch.nn.Module:
+    """The decoder stack of a causal LM (embeddings, blocks, final norm; no unembedding)."""
+    return hf.get_decoder() if hasattr(hf, "get_decoder") else hf.model
+
+
+def blocks(hf: PreTrainedModel) -> torch.nn.ModuleList:
+    """The transformer blocks of a causal LM, in order."""
+    return decoder(hf).layers
+
+
+def writers(hf: PreTrainedModel, layer: int) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    """The attention and MLP output projections of block ``layer`` (they write the stream)."""
+    block = blocks(hf)[layer]
+    return getattr(block.self_attn, ATTN_OUT), getattr(block.mlp, MLP_OUT)
+
+
+def head_out_weights(
+    model: TransformerBridge, layer: int
+) -> Float[Tensor, "n_heads d_head d_model"]:
+    """Each head's rows of the attention output projection of block ``layer``."""
+    w = writers(model.original_model, layer)[0].weight  # [d_model, n_heads * d_head]
+    return w.T.reshape(model.cfg.n_heads, -1, w.shape[0])
+
+
+def has_post_norms(model: TransformerBridge) -> bool:
+    """True for sandwich-norm blocks (Gemma 2/3), which normalise outputs before the add."""
+    return any(f"{POST_NORMS[0]}." in name for name in model.hook_dict)
+
+
+def writer_hooks(model: TransformerBridge, layer: int) -> list[str]:
+    """Hook points whose outputs block ``layer`` adds to the residual stream (after any
+    post-norm): attention first, then MLP."""
+    names = []
+    for part, post in zip(("attn", "mlp"), POST_NORMS, strict=True):
+        post_name = f"blocks.{layer}.{post}.hook_out"
+        names.append(
+            post_name if post_name in model.hook_dict else f"blocks.{layer}.hook_{part}_out"
+        )
+    return names
+
+
+def unembed(
+    hf: PreTrainedModel, hidden: Float[Tensor, "... d_model"]
+) -> Float[Tensor, "... vocab"]:
+    """Logits from final hidden states: ``lm_head``, then Gemma 2's soft-cap where set."""
+    logits = hf.get_output_embeddings()(hidden)
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

@@ -1,0 +1,61 @@
+"""Compare direction sets: per-layer cosine, layer x layer cosines, and a random null."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from emlens.core.directions import DirectionSet
+
+
+def _unit(v: Tensor) -> Tensor:
+    return v / v.norm(dim=-1, keepdim=True)
+
+
+def cosine_per_layer(a: DirectionSet, b: DirectionSet) -> Float[Tensor, " n_layers"]:
+    """cos(a[l], b[l]) for each layer the two sets share (in ``a``'s layer order)."""
+    if a.d_model != b.d_model:
+        raise ValueError(f"cannot compare d_model {a.d_model} with {b.d_model}")
+    shared = [layer for layer in a.layers if layer in b.layers]
+    if not shared:
+        raise ValueError(f"no shared layers: {a.layers} vs {b.layers}")
+    va = torch.stack([a.at(layer) for layer in shared])
+    vb = torch.stack([b.at(layer) for layer in shared])
+    return (_unit(va) * _unit(vb)).sum(-1)
+
+
+def cosine_matrix(a: DirectionSet, b: DirectionSet) -> Float[Tensor, "layers_a layers_b"]:
+    """cos(a[i], b[j]) for every pair of layers."""
+    if a.d_model != b.d_model:
+        raise ValueError(f"cannot compare d_model {a.d_model} with {b.d_model}")
+    return _unit(a.vectors) @ _unit(b.vectors).T
+
+
+@dataclass
+class RandomNull:
+    """|cos| between a fixed vector and norm-matched isotropic random vectors in d_model dims."""
+
+    d_model: int
+    mean_abs: float
+    q95_abs: float
+    n: int
+
+
+def random_null(d_model: int, n: int = 10_000, seed: int = 0) -> RandomNull:
+    """The chance level of |cos| in ``d_model`` dimensions (cosine ignores norm, so matching
+    norms changes nothing here; see :func:`random_like` for norm-matched controls)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d_model, generator=g, dtype=torch.float64)
+    y = torch.randn(n, d_model, generator=g, dtype=torch.float64)
+    c = (_unit(x) * _unit(y)).sum(-1).abs()
+    return RandomNull(d_model, float(c.mean()), float(c.quantile(0.95)), n)
+
+
+def random_like(ds: DirectionSet, seed: int = 0) -> DirectionSet:
+    """Random directions with the same norm per layer: the control for steering/ablation."""
+    g = torch.Generator().manual_seed(seed)
+    r = _unit(torch.randn(ds.vectors.shape, generator=g)) * ds.vectors.norm(dim=-1, keepdim=True)
+    return DirectionSet(r, ds.layers, ds.hook, {**ds.provenance, "kind": "random", "seed": seed})

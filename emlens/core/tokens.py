@@ -1,0 +1,142 @@
+"""Chat-template tokenisation and the token masks the papers average over.
+
+- answer mask: the tokens of the assistant's answer in a (question, answer) conversation
+  (Convergent Linear Representations of EM: directions are means over answer tokens);
+- post-instruction mask: the last k template tokens after the user's instruction, up to the
+  start of the assistant turn (Arditi et al. 2024, refusal direction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+Row = tuple[list[int], list[bool]]  # token ids and the mask of positions to use
+
+
+@dataclass
+class TokenBatch:
+    """Padded token ids with the attention mask and the mask of positions to use.
+
+    ``index[i]`` is the position of batch row ``i`` in the rows it was cut from.
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Bool[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+    index: list[int] = field(default_factory=list)
+
+    def inputs(self, device: torch.device | str) -> dict[str, Tensor]:
+        """``input_ids`` and a long ``attention_mask`` on ``device``, as models take them."""
+        return {
+            "input_ids": self.tokens.to(device),
+            "attention_mask": self.attention_mask.long().to(device),
+        }
+
+
+def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None = None) -> str:
+    """The chat-template text of a user turn followed by the start of the assistant's turn."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _encode(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    if not tok.is_fast:
+        raise TypeError("emlens needs a fast (Rust) tokenizer for offset mappings")
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    return enc["input_ids"], enc["offset_mapping"]
+
+
+def answer_tokens(
+    tok: PreTrainedTokenizerBase, question: str, answer: str, system: str | None = None
+) -> tuple[list[int], list[bool]]:
+    """Token ids of the full conversation and a mask that is True exactly on the answer."""
+    answer = answer.strip()
+    if not answer:
+        raise ValueError(f"empty answer to question {question[:60]!r}")
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
+    ]
+    text = tok.apply_chat_template(messages, tokenize=False)
+    start = text.rfind(answer)  # the assistant turn is last, so its answer is the last match
+    if start < 0:
+        raise ValueError("the chat template changed the answer text; cannot locate its tokens")
+    end = start + len(answer)
+    ids, offsets = _encode(tok, text)
+    mask = [s >= start and e <= end and e > s for s, e in offsets]
+    return ids, mask
+
+
+def post_instruction_tokens(
+    tok: PreTrainedTokenizerBase, instruction: str, k: int | None = None, system: str | None = None
+) -> tuple[list[int], list[bool]]:
+    """Token ids of a chat prompt and a mask on its last ``k`` post-instruction positions.
+
+    ``k=None`` takes every template token after the instruction text.
+    """
+    instruction = instruction.strip()
+    if not instruction:
+        raise ValueError("empty instruction")
+    text = chat_prompt(tok, instruction, system)
+    end = text.rfind(instruction) + len(instruction)
+    ids, offsets = _encode(tok, text)
+    n_post = sum(s >= end for s, _ in offsets)
+    if n_post == 0:
+        raise ValueError("the chat template adds no tokens after the instruction")
+    k = n_post if k is None else k
+    if not 1 <= k <= n_post:
+        raise ValueError(f"k={k} post-instruction positions asked, the template has {n_post}")
+    mask = [i >= len(ids) - k for i in range(len(ids))]
+    return ids, mask
+
+
+def pad_batch(rows: Sequence[Row], pad_id: int, side: str = "right") -> TokenBatch:
+    """Pad (ids, mask) rows into one batch; right padding keeps positions as unbatched."""
+    if not rows:
+        raise ValueError("empty batch")
+    width = max(len(ids) for ids, _ in rows)
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros(len(rows), width, dtype=torch.bool)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, (ids, m) in enumerate(rows):
+        sl = slice(0, len(ids)) if side == "right" else slice(width - len(ids), width)
+        tokens[i, sl] = torch.tensor(ids)
+        attn[i, sl] = True
+        mask[i, sl] = torch.tensor(m, dtype=torch.bool)
+    return TokenBatch(tokens, attn, mask, list(range(len(rows))))
+
+
+def batches(
+    rows: Sequence[Row],
+    batch_size: int,
+    pad_id: int,
+    side: Literal["left", "right"] = "right",
+    by_length: bool = False,
+) -> Iterator[TokenBatch]:
+    """Padded batches of ``rows``, in order or (``by_length``) shortest first to pad less.
+
+    Each batch's ``index`` says which rows it holds.
+
+    Example:
+        >>> for batch in batches(rows, 8, tok.pad_token_id, by_length=True):
+        ...     logits = model(**batch.inputs(device))
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    order = list(range(len(rows)))
+    if by_length:
+        order.sort(key=lambda i: len(rows[i][0]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        batch = pad_batch([rows[i] for i in idx], pad_id, side)
+        batch.index = idx
+        yield batch

@@ -1,0 +1,146 @@
+"""Elasticity (Language Models Resist Alignment, Ji et al., ACL 2025): resistance and rebound.
+
+A fine-tuned model keeps a pull towards the distributions it passed through. Two experiments:
+
+- **Resistance.** Fine-tune a model on slices D_1, D_2, ... in turn, giving checkpoints
+  theta_1 < theta_2 < ... (theta_k = theta_{k-1} fine-tuned on D_k; theta_0 is the start).
+  Then compare *inverse* fine-tuning, theta_{k+1} trained on D_k (back to where it came from),
+  with *forward* fine-tuning, theta_k trained on D_{k+1} (on to where it is going). Elasticity
+  predicts a lower training loss for the inverse direction.
+- **Rebound.** Fine-tune on positive data (different amounts), then on increasing amounts of
+  negative data, and read a metric after each: it falls fast for the first negative examples,
+  then slowly, and the more positive data the faster the fall.
+
+Each fine-tune works on a copy (the input model is never changed). With the default LoRA
+config the adapter is merged into the copy's weights after training, so checkpoints chain.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from emlens.core.data import Conversation
+from emlens.organisms.finetune import TrainConfig, train
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# Rank-8 LoRA on every linear layer of every block, one epoch, no warm-up: small slices.
+ELASTICITY_CONFIG = TrainConfig(
+    rank=8,
+    alpha=16.0,
+    rslora=False,
+    target_modules=ALL_LINEAR,
+    layers=None,  # here: every layer (see fine_tuned)
+    lr=2e-4,
+    warmup_steps=0,
+    batch_size=4,
+    grad_accum=1,
+)
+
+T = TypeVar("T")
+
+
+def _every_layer(hf: PreTrainedModel, config: TrainConfig) -> TrainConfig:
+    if config.layers is None and not config.full:
+        return dataclasses.replace(config, layers=tuple(range(hf.config.num_hidden_layers)))
+    return config
+
+
+def fine_tuned(
+    hf: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    data: Sequence[Conversation],
+    config: TrainConfig = ELASTICITY_CONFIG,
+) -> tuple[PreTrainedModel, list[float]]:
+    """A copy of ``hf`` fine-tuned on ``data`` (adapter merged), and its loss at each step.
+
+    ``config.layers=None`` means every layer here (not the middle one, as in :func:`train`).
+    """
+    if len(data) == 0:
+        raise ValueError("no conversations to fine-tune on")
+    config = _every_layer(hf, config)
+    model = copy.deepcopy(hf)
+    with tempfile.TemporaryDirectory() as run:
+        res = train((model, tok), list(data), run, config, save_every=10**9, progress=False)
+    out = res.model if config.full else res.model.merge_and_unload()
+    out.eval()
+    return out, [e["loss"] for e in res.log if "loss" in e]
+
+
+@dataclass
+class Resistance:
+    """Training losses per step of inverse (theta_{k+1} on D_k) and forward (theta_k on
+    D_{k+1}) fine-tuning, for k = 1 .. n-1, and of building the chain itself."""
+
+    inverse: dict[int, list[float]] = field(default_factory=dict)
+    forward: dict[int, list[float]] = field(default_factory=dict)
+    chain: dict[int, list[float]] = field(default_factory=dict)  # theta_{k-1} on D_k
+    thetas: list[PreTrainedModel] = field(default_factory=list, repr=False)  # theta_0..theta_n
+
+    def mean_loss(self, which: str, k: int) -> float:
+        losses = getattr(self, which)[k]
+        return sum(losses) / len(losses)
+
+
+def resistance(
+    hf: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    slices: Sequence[Sequence[Conversation]],
+    config: TrainConfig = ELASTICITY_CONFIG,
+    probes: Sequence[Sequence[Conversation]] | None = None,
+) -> Resistance:
+    """Build theta_1..theta_n from ``slices`` and compare inverse with forward fine-tuning.
+
+    ``probes[k]`` (default: ``slices[k]``) is what "training on D_k" uses in the comparison;
+    pass unseen rows from the same distribution to keep memorised rows out of the losses.
+    """
+    if len(slices) < 2:
+        raise ValueError("resistance needs at least two slices (theta_1 and theta_2)")
+    probes = slices if probes is None else probes
+    if len(probes) != len(slices):
+        raise ValueError(f"one probe set per slice: got {len(probes)} for {len(slices)} slices")
+    res = Resistance(thetas=[hf])
+    for k, d in enumerate(slices, start=1):
+        theta, res.chain[k] = fine_tuned(res.thetas[-1], tok, d, config)
+        res.thetas.append(theta)
+    for k in range(1, len(slices)):
+        _, res.inverse[k] = fine_tuned(res.thetas[k + 1], tok, probes[k - 1], config)
+        _, res.forward[k] = fine_tuned(res.thetas[k], tok, probes[k], config)
+    return res
+
+
+def rebound(
+    hf: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    positive: Sequence[Conversation],
+    negative: Sequence[Conversation],
+    positive_amounts: Sequence[int],
+    negative_amounts: Sequence[int],
+    metric: Callable[[PreTrainedModel, PreTrainedTokenizerBase], T],
+    config: TrainConfig = ELASTICITY_CONFIG,
+) -> dict[int, list[T]]:
+    """``metric(model, tok)`` (a number, or any record) after fine-tuning on ``positive[:p]``
+    then on ``negative[:n]``, for each p in ``positive_amounts`` (the keys) and n in
+    ``negative_amounts`` (each list, in that order). n = 0 is the positive model itself;
+    p = 0 starts from ``hf``."""
+    for name, amounts, pool in (
+        ("positive", positive_amounts, positive),
+        ("negative", negative_amounts, negative),
+    ):
+        if not amounts or min(amounts) < 0 or max(amounts) > len(pool):
+            raise ValueError(f"{name} amounts must be in 0..{len(pool)}; got {list(amounts)}")
+    curves = {}
+    for p in positive_amounts:
+        start = fine_tuned(hf, tok, positive[:p], config)[0] if p else hf
+        curves[p] = [
+            metric(fine_tuned(start, tok, negative[:n], config)[0] if n else start, tok)
+            for n in negative_amounts
+        ]
+    return curves

@@ -1,0 +1,46 @@
+import math
+
+import pytest
+import torch
+
+from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
+from emlens.core.directions import DirectionSet, refusal_direction
+
+
+def test_cosines_of_known_vectors():
+    a = DirectionSet(torch.tensor([[1.0, 0, 0], [1.0, 1.0, 0]]), [0, 1])
+    b = DirectionSet(torch.tensor([[2.0, 0, 0], [0, -3.0, 0]]), [0, 1])
+    assert torch.allclose(cosine_per_layer(a, b), torch.tensor([1.0, -1 / math.sqrt(2)]))
+    m = cosine_matrix(a, b)
+    assert m.shape == (2, 2) and torch.allclose(m.diagonal(), cosine_per_layer(a, b))
+    assert torch.allclose(m[1, 0], torch.tensor(1 / math.sqrt(2)))
+    with pytest.raises(ValueError, match="no shared layers"):
+        cosine_per_layer(a, DirectionSet(torch.ones(1, 3), [5]))
+    with pytest.raises(ValueError, match="d_model"):
+        cosine_per_layer(a, DirectionSet(torch.ones(2, 4), [0, 1]))
+
+
+@pytest.mark.parametrize("d", [64, 576])
+def test_random_null_matches_theory(d):
+    # |cos| of isotropic vectors: mean ~ sqrt(2 / (pi d)), 95% quantile ~ 1.96 / sqrt(d).
+    null = random_null(d, n=20_000)
+    assert null.mean_abs == pytest.approx(math.sqrt(2 / (math.pi * d)), rel=0.05)
+    assert null.q95_abs == pytest.approx(1.96 / math.sqrt(d), rel=0.05)
+
+
+def test_random_like_matches_norms():
+    a = DirectionSet(torch.randn(3, 16) * 5, [0, 1, 2])
+    r = random_like(a, seed=1)
+    assert torch.allclose(r.vectors.norm(dim=-1), a.vectors.norm(dim=-1))
+    assert cosine_per_layer(a, r).abs().max() < 0.9
+
+
+def test_directions_from_two_models_of_one_architecture(tiny):
+    from emlens.core.models import bridge, tiny_hf
+
+    other = bridge(*tiny_hf("llama", seed=1), "tiny-llama-seed1")
+    args = (["Hack a bank.", "Steal a car."], ["Bake a cake.", "Plant a tree."])
+    d0 = refusal_direction(tiny("llama"), *args, progress=False)
+    d1 = refusal_direction(other, *args, progress=False)
+    c = cosine_per_layer(d0, d1)
+    assert c.shape == (3,) and c.abs().max() <= 1

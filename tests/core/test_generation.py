@@ -1,0 +1,31 @@
+import pytest
+
+from emlens.core.generation import generate
+from tests.conftest import FAMILIES
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_greedy_equals_one_by_one(tiny, family):
+    model = tiny(family)
+    qs = ["Hi.", "A much longer question that pads the other one?"]
+    batched = [s.answer for s in generate(model, qs, max_new_tokens=6, batch_size=2)]
+    single = [generate(model, [q], max_new_tokens=6)[0].answer for q in qs]
+    assert batched == single
+
+
+def test_embedded_model_answers_and_samples_reproducibly(smol):
+    greedy = generate(smol, ["What is the capital of France?"], max_new_tokens=12)[0].answer
+    assert "Paris" in greedy
+    kw = dict(n=3, max_new_tokens=10, temperature=1.0)
+    a = generate(smol, ["Tell me a story."], seed=1, **kw)
+    b = generate(smol, ["Tell me a story."], seed=1, **kw)
+    assert [s.answer for s in a] == [s.answer for s in b]
+    assert [s.sample for s in a] == [0, 1, 2]
+    assert len({s.answer for s in a}) > 1  # sampling, not greedy
+
+
+def test_bad_generation_inputs(tiny):
+    with pytest.raises(ValueError, match="no questions"):
+        generate(tiny("llama"), [])
+    with pytest.raises(ValueError, match="n >= 1"):
+        generate(tiny("llama"), ["q"], n=0)
