@@ -11,13 +11,93 @@ import json
 import time
 from pathlib import Path
 
+from transformer_lens.model_bridge import TransformerBridge
+
 from emlens.core import data
-from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
-from emlens.core.directions import em_direction_from_pairs, refusal_direction
-from emlens.core.generation import generate
-from emlens.core.interventions import ablate, steer
+from emlens.core.compare import (
+    RandomNull,
+    cosine_matrix,
+    cosine_per_layer,
+    random_like,
+    random_null,
+)
+from emlens.core.directions import DirectionSet, em_direction_from_pairs, refusal_direction
+from emlens.core.generation import Sample, generate
+from emlens.core.interventions import Intervention, ablate, steer
 from emlens.core.models import load_model
 from emlens.report import cosine_figure, matrix_figure, norms_figure, table_html, write_report
+
+
+def print_cosines(layers: list[int], cos: list[float], null: RandomNull) -> None:
+    """The per-layer cosine table, with a star where |cos| is beyond the null's 95%."""
+    print(
+        f"\ncos(EM direction, refusal direction) per layer; random |cos|: mean "
+        f"{null.mean_abs:.3f}, 95% {null.q95_abs:.3f}"
+    )
+    print(f"{'layer':>5} {'cosine':>8}  beyond null")
+    for ly, c in zip(layers, cos, strict=True):
+        print(f"{ly:>5} {c:>8.3f}  {'*' if abs(c) > null.q95_abs else ''}")
+
+
+def conditions(em_dir: DirectionSet, layer: int, scale: float) -> dict[str, list[Intervention]]:
+    """Baseline, EM steering, norm-matched random steering, and EM ablation."""
+    return {
+        "baseline": [],
+        f"steer EM L{layer} x{scale:g}": [steer(em_dir, [layer], scale)],
+        f"steer random L{layer} x{scale:g}": [steer(random_like(em_dir), [layer], scale)],
+        f"ablate EM (L{layer} direction, all layers)": [ablate(em_dir, layer)],
+    }
+
+
+def generations(
+    model: TransformerBridge,
+    questions: list[str],
+    conds: dict[str, list[Intervention]],
+    max_new_tokens: int,
+) -> dict[str, list[Sample]]:
+    """Greedy answers to ``questions`` under each condition, printed as they come."""
+    gens = {}
+    for name, ivs in conds.items():
+        print(f"\n== {name}")
+        gens[name] = generate(model, questions, ivs, max_new_tokens=max_new_tokens)
+        for s in gens[name]:
+            print(f"  Q: {s.question[:70]}\n  A: {s.answer[:200]!r}")
+    return gens
+
+
+def report_parts(
+    em_dir: DirectionSet,
+    refusal: DirectionSet,
+    cos: list[float],
+    null: RandomNull,
+    gens: dict[str, list[Sample]],
+    max_new_tokens: int,
+) -> list:
+    """The HTML report: what was computed, the figures, and the generations table."""
+    questions = [s.question for s in next(iter(gens.values()))]
+    rows = [[q] + [gens[c][i].answer for c in gens] for i, q in enumerate(questions)]
+    p, r = em_dir.provenance, refusal.provenance
+    return [
+        f"<p>EM direction: {p['n_positive']} misaligned vs {p['n_negative']} aligned answers "
+        f"(answer-token means). Refusal direction: {r['n_positive']} harmful vs "
+        f"{r['n_negative']} harmless instructions (post-instruction tokens). "
+        f"Hook {em_dir.hook}.</p>",
+        f"<p>Random null (|cos| between random directions in {null.d_model} dims, "
+        f"{null.n} draws): mean {null.mean_abs:.3f}, 95% quantile {null.q95_abs:.3f}.</p>",
+        cosine_figure(em_dir.layers, cos, null, "cos(EM direction, refusal direction) per layer"),
+        matrix_figure(
+            cosine_matrix(em_dir, refusal).numpy(), em_dir.layers, refusal.layers, ("EM", "refusal")
+        ),
+        norms_figure(
+            em_dir.layers,
+            {
+                "EM": em_dir.vectors.norm(dim=-1).tolist(),
+                "refusal": refusal.vectors.norm(dim=-1).tolist(),
+            },
+        ),
+        f"<h2>Generations (greedy, {max_new_tokens} new tokens)</h2>",
+        table_html(["question", *gens], rows),
+    ]
 
 
 def run_demo(
@@ -28,79 +108,41 @@ def run_demo(
     n_questions: int = 4,
     max_new_tokens: int = 48,
 ) -> dict:
+    """Run the demo into ``out`` (report.html, summary.json, both direction files).
+
+    Returns:
+        The summary written to ``summary.json``: cosines per layer, the null, the time.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"loading {model_spec} ...")
     model = load_model(model_spec)
-    n_layers = model.cfg.n_layers
-    layer = n_layers // 2 if steer_layer is None else steer_layer
+    layer = model.cfg.n_layers // 2 if steer_layer is None else steer_layer
 
     refusal = refusal_direction(model, data.harmful_instructions(), data.harmless_instructions())
-    em = em_direction_from_pairs(model, data.general_questions())
+    em_dir = em_direction_from_pairs(model, data.general_questions())
     refusal.save(out / "refusal_direction.safetensors")
-    em.save(out / "em_direction.safetensors")
-
-    cos = cosine_per_layer(em, refusal).tolist()
+    em_dir.save(out / "em_direction.safetensors")
+    cos = cosine_per_layer(em_dir, refusal).tolist()
     null = random_null(model.cfg.d_model)
-    print(
-        f"\ncos(EM direction, refusal direction) per layer; random |cos|: mean "
-        f"{null.mean_abs:.3f}, 95% {null.q95_abs:.3f}"
-    )
-    print(f"{'layer':>5} {'cosine':>8}  beyond null")
-    for ly, c in zip(em.layers, cos):
-        print(f"{ly:>5} {c:>8.3f}  {'*' if abs(c) > null.q95_abs else ''}")
+    print_cosines(em_dir.layers, cos, null)
 
     questions = [q.paraphrases[0] for q in data.em_questions() if q.free_form][:n_questions]
-    conditions = {
-        "baseline": [],
-        f"steer EM L{layer} x{steer_scale:g}": [steer(em, [layer], steer_scale)],
-        f"steer random L{layer} x{steer_scale:g}": [steer(random_like(em), [layer], steer_scale)],
-        f"ablate EM (L{layer} direction, all layers)": [ablate(em, layer)],
-    }
-    gens = {}
-    for name, ivs in conditions.items():
-        print(f"\n== {name}")
-        gens[name] = generate(model, questions, ivs, max_new_tokens=max_new_tokens)
-        for s in gens[name]:
-            print(f"  Q: {s.question[:70]}\n  A: {s.answer[:200]!r}")
-
-    rows = [[q] + [gens[c][i].answer for c in conditions] for i, q in enumerate(questions)]
-    null_line = (
-        f"<p>Random null (|cos| between random directions in {null.d_model} dims, "
-        f"{null.n} draws): mean {null.mean_abs:.3f}, 95% quantile {null.q95_abs:.3f}.</p>"
-    )
+    gens = generations(model, questions, conditions(em_dir, layer, steer_scale), max_new_tokens)
     report = write_report(
         out / "report.html",
         f"emlens demo: EM vs refusal direction on {model_spec}",
-        [
-            f"<p>EM direction: {em.provenance['n_positive']} misaligned vs "
-            f"{em.provenance['n_negative']} aligned answers (answer-token means). Refusal "
-            f"direction: {refusal.provenance['n_positive']} harmful vs "
-            f"{refusal.provenance['n_negative']} harmless instructions (post-instruction "
-            f"tokens). Hook {em.hook}.</p>",
-            null_line,
-            cosine_figure(em.layers, cos, null, "cos(EM direction, refusal direction) per layer"),
-            matrix_figure(
-                cosine_matrix(em, refusal).numpy(), em.layers, refusal.layers, ("EM", "refusal")
-            ),
-            norms_figure(
-                em.layers,
-                {
-                    "EM": em.vectors.norm(dim=-1).tolist(),
-                    "refusal": refusal.vectors.norm(dim=-1).tolist(),
-                },
-            ),
-            f"<h2>Generations (greedy, {max_new_tokens} new tokens)</h2>",
-            table_html(["question", *conditions], rows),
-        ],
+        report_parts(em_dir, refusal, cos, null, gens, max_new_tokens),
     )
     summary = {
         "model": model_spec,
-        "cosine_per_layer": dict(zip(em.layers, cos)),
+        "cosine_per_layer": dict(zip(em_dir.layers, cos, strict=True)),
         "null_mean_abs": null.mean_abs,
         "null_q95_abs": null.q95_abs,
-        "layers_beyond_null": [ly for ly, c in zip(em.layers, cos) if abs(c) > null.q95_abs],
+        "layers_beyond_null": [
+            ly for ly, c in zip(em_dir.layers, cos, strict=True) if abs(c) > null.q95_abs
+        ],
         "seconds": round(time.time() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

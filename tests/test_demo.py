@@ -1,0 +1,27 @@
+"""`make demo` on a tiny model: every output is written and agrees with the saved directions."""
+
+import json
+
+import torch
+
+from emlens.core.directions import DirectionSet
+from emlens.demo import run_demo
+
+
+def test_demo_writes_consistent_outputs(tmp_path, one_thread):
+    summary = run_demo(tmp_path, "tiny-llama", n_questions=2, max_new_tokens=4)
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    em_dir = DirectionSet.load(tmp_path / "em_direction.safetensors")
+    refusal = DirectionSet.load(tmp_path / "refusal_direction.safetensors")
+    # the cosines in the summary are those of the saved files, computed independently here
+    cos = torch.nn.functional.cosine_similarity(em_dir.vectors, refusal.vectors, dim=-1)
+    saved = torch.tensor([summary["cosine_per_layer"][ly] for ly in em_dir.layers])
+    torch.testing.assert_close(saved, cos, atol=1e-5, rtol=0)
+    beyond = [
+        ly
+        for ly, c in zip(em_dir.layers, cos.tolist(), strict=True)
+        if abs(c) > summary["null_q95_abs"]
+    ]
+    assert summary["layers_beyond_null"] == beyond
+    page = (tmp_path / "report.html").read_text()
+    assert "steer random" in page and "ablate EM" in page
