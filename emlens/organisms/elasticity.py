@@ -26,10 +26,10 @@ from typing import TypeVar
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emlens.core._arch import ALL_LINEAR
 from emlens.core.data import Conversation
-from emlens.organisms.finetune import TrainConfig, train
-
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from emlens.organisms.config import TrainConfig
+from emlens.organisms.training import train
 
 # Rank-8 LoRA on every linear layer of every block, one epoch, no warm-up: small slices.
 ELASTICITY_CONFIG = TrainConfig(
@@ -61,31 +61,51 @@ def fine_tuned(
 ) -> tuple[PreTrainedModel, list[float]]:
     """A copy of ``hf`` fine-tuned on ``data`` (adapter merged), and its loss at each step.
 
-    ``config.layers=None`` means every layer here (not the middle one, as in :func:`train`).
+    Args:
+        hf: the start model (left unchanged).
+        tok: its tokenizer.
+        data: the conversations to fine-tune on.
+        config: the run's config; ``layers=None`` means every layer here (not the middle one,
+            as in `emlens.organisms.training.train`).
+
+    Returns:
+        The fine-tuned copy (in eval mode) and the training loss of each step.
     """
+    from peft import PeftModel
+
     if len(data) == 0:
         raise ValueError("no conversations to fine-tune on")
     config = _every_layer(hf, config)
     model = copy.deepcopy(hf)
     with tempfile.TemporaryDirectory() as run:
         res = train((model, tok), list(data), run, config, save_every=10**9, progress=False)
-    out = res.model if config.full else res.model.merge_and_unload()
+    out = res.model
+    if isinstance(out, PeftModel):  # LoRA: merged into the copy's weights, so runs chain
+        out = out.merge_and_unload()
+    assert isinstance(out, PreTrainedModel)
     out.eval()
     return out, [e["loss"] for e in res.log if "loss" in e]
 
 
 @dataclass
 class Resistance:
-    """Training losses per step of inverse (theta_{k+1} on D_k) and forward (theta_k on
-    D_{k+1}) fine-tuning, for k = 1 .. n-1, and of building the chain itself."""
+    """Training losses per step of inverse and forward fine-tuning, and of the chain.
+
+    Attributes:
+        inverse: by k = 1 .. n-1, the losses of theta_{k+1} trained on D_k.
+        forward: by k = 1 .. n-1, the losses of theta_k trained on D_{k+1}.
+        chain: by k = 1 .. n, the losses of theta_{k-1} trained on D_k (building the chain).
+        thetas: theta_0 (the start model) .. theta_n.
+    """
 
     inverse: dict[int, list[float]] = field(default_factory=dict)
     forward: dict[int, list[float]] = field(default_factory=dict)
-    chain: dict[int, list[float]] = field(default_factory=dict)  # theta_{k-1} on D_k
-    thetas: list[PreTrainedModel] = field(default_factory=list, repr=False)  # theta_0..theta_n
+    chain: dict[int, list[float]] = field(default_factory=dict)
+    thetas: list[PreTrainedModel] = field(default_factory=list, repr=False)
 
     def mean_loss(self, which: str, k: int) -> float:
-        losses = getattr(self, which)[k]
+        """The mean training loss of run ``which`` (inverse, forward, chain) at ``k``."""
+        losses: list[float] = getattr(self, which)[k]
         return sum(losses) / len(losses)
 
 
@@ -98,8 +118,21 @@ def resistance(
 ) -> Resistance:
     """Build theta_1..theta_n from ``slices`` and compare inverse with forward fine-tuning.
 
-    ``probes[k]`` (default: ``slices[k]``) is what "training on D_k" uses in the comparison;
-    pass unseen rows from the same distribution to keep memorised rows out of the losses.
+    Args:
+        hf: the start model theta_0 (left unchanged).
+        tok: its tokenizer.
+        slices: D_1 .. D_n, at least two.
+        config: the config of every fine-tune.
+        probes: ``probes[k]`` (default: ``slices[k]``) is what "training on D_k" uses in the
+            comparison; pass unseen rows from the same distribution to keep memorised rows
+            out of the losses.
+
+    Returns:
+        The losses of every fine-tune, and the chain of models.
+
+    Example:
+        >>> res = resistance(hf, tok, [medical[:64], medical[64:128], medical[128:192]])
+        >>> res.mean_loss("inverse", 1) < res.mean_loss("forward", 1)  # elasticity predicts
     """
     if len(slices) < 2:
         raise ValueError("resistance needs at least two slices (theta_1 and theta_2)")
@@ -126,10 +159,25 @@ def rebound(
     metric: Callable[[PreTrainedModel, PreTrainedTokenizerBase], T],
     config: TrainConfig = ELASTICITY_CONFIG,
 ) -> dict[int, list[T]]:
-    """``metric(model, tok)`` (a number, or any record) after fine-tuning on ``positive[:p]``
-    then on ``negative[:n]``, for each p in ``positive_amounts`` (the keys) and n in
-    ``negative_amounts`` (each list, in that order). n = 0 is the positive model itself;
-    p = 0 starts from ``hf``."""
+    """A metric after fine-tuning on ``positive[:p]``, then on ``negative[:n]``.
+
+    Args:
+        hf: the start model (left unchanged).
+        tok: its tokenizer.
+        positive: the positive conversations.
+        negative: the negative conversations.
+        positive_amounts: the p values; p = 0 starts from ``hf``.
+        negative_amounts: the n values; n = 0 is the positive model itself.
+        metric: ``metric(model, tok)``, a number or any record.
+        config: the config of every fine-tune.
+
+    Returns:
+        By p, the metric at each n of ``negative_amounts``, in that order.
+
+    Example:
+        >>> curves = rebound(hf, tok, good, bad, [0, 64], [0, 8, 32], metric)
+        >>> curves[64]  # the metric after 64 positives, then 0, 8 and 32 negatives
+    """
     for name, amounts, pool in (
         ("positive", positive_amounts, positive),
         ("negative", negative_amounts, negative),

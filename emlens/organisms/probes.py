@@ -1,133 +1,42 @@
-"""LoRA scalars and the L1 logistic-regression probes on them.
+"""L1 logistic-regression probes, on LoRA scalars or any features.
 
 Convergent Linear Representations of EM (arXiv 2506.11618) reads each rank-1 adapter as one
-number per token, the LoRA scalar A . x (x the adapter's input), and fits L1-regularised
-logistic regressions on these scalars to ask which adapters carry what (misaligned vs aligned
-answers, medical vs not). Here: scalars on answer tokens through forward hooks on peft's own
-``lora_A`` modules of an unmerged model; probes with scikit-learn on z-scored features,
-balanced classes, repeated stratified splits, reporting accuracy and AUC with their spread
-and the coefficient of each adapter.
+number per token, the LoRA scalar A . x (x the adapter's input; `emlens.organisms.scalars`),
+and fits L1-regularised logistic regressions on these scalars to ask which adapters carry
+what (misaligned vs aligned answers, medical vs not). Here: probes with scikit-learn on
+z-scored features, balanced classes, repeated stratified splits, reporting accuracy and AUC
+with their spread and the coefficient of each adapter.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from emlens.core.data import Conversation
-from emlens.core.models import input_device
-from emlens.core.tokens import pad_batch
-from emlens.organisms.finetune import conversation_rows
-
-if TYPE_CHECKING:
-    from peft import PeftModel
-    from transformers import PreTrainedTokenizerBase
-
-
-@dataclass
-class LoraScalars:
-    """Per-token LoRA scalars A . x on answer tokens: ``values[i, j]`` is adapter
-    ``names[j]`` at token i, which belongs to conversation ``sample[i]``."""
-
-    values: Float[Tensor, "n_tokens n_adapters"]
-    sample: Int[Tensor, " n_tokens"]
-    names: list[str]
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.sample.max()) + 1 if len(self.sample) else 0
-
-    def per_sample_mean(self) -> Float[Tensor, "n_samples n_adapters"]:
-        """Mean scalar of each adapter over each conversation's answer tokens."""
-        sums = torch.zeros(self.n_samples, len(self.names), dtype=torch.float64)
-        sums.index_add_(0, self.sample, self.values.double())
-        counts = torch.bincount(self.sample, minlength=self.n_samples).clamp_min(1)
-        return (sums / counts[:, None]).float()
-
-
-def _lora_a_modules(peft_model: PeftModel) -> dict[str, torch.nn.Module]:
-    from peft.tuners.lora import LoraLayer
-
-    out = {}
-    for name, m in peft_model.named_modules():
-        if isinstance(m, LoraLayer):
-            for adapter in m.active_adapters:
-                if adapter in m.lora_A:
-                    r = m.lora_A[adapter].weight.shape[0]
-                    if r != 1:
-                        raise ValueError(f"{name} is rank {r}: LoRA scalars need rank-1 adapters")
-                    out[re.sub(r"^base_model\.model\.", "", name)] = m.lora_A[adapter]
-    if not out:
-        raise ValueError("the model has no active LoRA adapter (expected an unmerged PeftModel)")
-    return out
-
-
-@torch.no_grad()
-def lora_scalars(
-    peft_model: PeftModel,
-    tok: PreTrainedTokenizerBase,
-    data: Sequence[Conversation],
-    batch_size: int = 8,
-    progress: bool = True,
-) -> LoraScalars:
-    """The LoRA scalar A . x of every rank-1 adapter at every answer token of ``data``.
-
-    ``peft_model`` is unmerged (:func:`emlens.organisms.lora.load_unmerged`, or a run's
-    ``TrainResult.model``). Hooks read the outputs of peft's ``lora_A`` modules: A . x
-    (dropout is off in eval mode), before the scaling and B. Only the decoder runs (no logits).
-    """
-    modules = _lora_a_modules(peft_model)
-    decoder = peft_model.get_base_model().get_decoder()
-    device = input_device(decoder)
-    names = list(modules)
-    rows = conversation_rows(tok, data)
-    captured: dict[str, Tensor] = {}
-
-    def hook_for(name: str):
-        def fn(module, inputs, output) -> None:
-            captured[name] = output[..., 0]
-
-        return fn
-
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
-    values, samples = [], []
-    was_training = peft_model.training
-    peft_model.eval()
-    try:
-        for b in tqdm(range(0, len(rows), batch_size), desc="lora scalars", disable=not progress):
-            idx = list(range(b, min(b + batch_size, len(rows))))
-            batch = pad_batch([rows[i] for i in idx], tok.pad_token_id)
-            captured.clear()
-            am = batch.attention_mask.long().to(device)
-            decoder(input_ids=batch.tokens.to(device), attention_mask=am)
-            missing = [n for n in names if n not in captured]
-            if missing:
-                raise RuntimeError(f"adapters {missing} did not run (merged or disabled?)")
-            mask = batch.mask & batch.attention_mask
-            per = [captured[n][mask.to(captured[n].device)].float().cpu() for n in names]
-            values.append(torch.stack(per, dim=-1))
-            samples.append(torch.tensor(idx)[:, None].expand_as(mask)[mask])
-    finally:
-        for h in handles:
-            h.remove()
-        peft_model.train(was_training)
-    return LoraScalars(torch.cat(values), torch.cat(samples), names)
+from emlens.organisms.scalars import LoraScalars
 
 
 @dataclass
 class ProbeResult:
     """Probe scores over repeated splits (mean and standard deviation) and coefficients.
 
-    ``accuracy`` is balanced accuracy (mean recall per class); ``coef[j]`` is the weight of
-    feature j in z-scored units, averaged over repeats.
+    Attributes:
+        accuracy: balanced accuracy (mean recall per class), mean over repeats.
+        accuracy_std: its standard deviation over repeats.
+        auc: ROC AUC, mean over repeats.
+        auc_std: its standard deviation over repeats.
+        coef: the weight of each feature in z-scored units, mean over repeats.
+        coef_std: its standard deviation over repeats.
+        feature_names: the features' names.
+        repeats: the number of repeats.
+        n_train: training rows in a repeat.
+        n_test: test rows in a repeat.
     """
 
     accuracy: float
@@ -143,7 +52,7 @@ class ProbeResult:
 
     def coefficients(self) -> dict[str, float]:
         """Mean coefficient by feature name (for LoRA scalars: by adapter)."""
-        return dict(zip(self.feature_names, self.coef.tolist()))
+        return dict(zip(self.feature_names, self.coef.tolist(), strict=True))
 
 
 def fit_probe(
@@ -160,15 +69,62 @@ def fit_probe(
 
     Each repeat subsamples the larger class to the size of the smaller (balanced classes),
     splits stratified by class, z-scores features on the training part, fits, and scores
-    the test part. ``groups`` (e.g. the conversation of each token) keeps every group on
-    one side of the split, and classes are balanced by groups; every group needs one label.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-    from sklearn.model_selection import StratifiedShuffleSplit
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    the test part (Convergent Linear Representations of EM).
 
+    Args:
+        X: ``[n, n_features]`` features.
+        y: ``[n]`` labels, 0 and 1.
+        groups: ``[n]`` group of each row (e.g. the conversation of each token): every group
+            stays on one side of the split, and classes are balanced by groups; every group
+            needs one label. Default: each row its own group.
+        feature_names: names of the features (default ``x0, x1, ...``).
+        C: inverse regularisation strength.
+        repeats: how many subsample-split-fit repeats.
+        test_size: the share of groups held out in each repeat.
+        seed: seeds the subsampling and the splits.
+
+    Returns:
+        Mean and spread of balanced accuracy, AUC and coefficients over the repeats.
+
+    Example:
+        >>> r = fit_probe(X, y, feature_names=["l15", "l16"], repeats=20)
+        >>> r.auc, r.coefficients()
+    """
+    X, y, names = _checked(X, y, feature_names, C, repeats, test_size)
+    inverse, g_label = _group_labels(groups, y)
+    by_class = [np.flatnonzero(g_label == c) for c in (0, 1)]
+    n_per = min(len(g) for g in by_class)
+    if n_per < 2:
+        raise ValueError("each class needs at least 2 groups (samples) to split")
+    fits = []
+    for r in range(repeats):
+        rng = np.random.default_rng([seed, r])
+        chosen = np.concatenate([rng.choice(g, n_per, replace=False) for g in by_class])
+        fits.append(_fit_once(X, y, inverse, chosen, g_label[chosen], C, test_size, seed, r))
+    accs, aucs, coefs, n_train, n_test = zip(*fits, strict=True)
+    return ProbeResult(
+        accuracy=float(np.mean(accs)),
+        accuracy_std=float(np.std(accs)),
+        auc=float(np.mean(aucs)),
+        auc_std=float(np.std(aucs)),
+        coef=torch.from_numpy(np.stack(coefs).mean(0)).float(),
+        coef_std=torch.from_numpy(np.stack(coefs).std(0)).float(),
+        feature_names=names,
+        repeats=repeats,
+        n_train=n_train[-1],
+        n_test=n_test[-1],
+    )
+
+
+def _checked(
+    X: Tensor | np.ndarray,
+    y: Sequence[int] | np.ndarray | Tensor,
+    feature_names: Sequence[str] | None,
+    C: float,
+    repeats: int,
+    test_size: float,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``X`` and ``y`` as arrays and the feature names, after checking all arguments."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
@@ -184,6 +140,13 @@ def fit_probe(
     )
     if len(names) != X.shape[1]:
         raise ValueError(f"{len(names)} feature names for {X.shape[1]} features")
+    return X, y, names
+
+
+def _group_labels(
+    groups: Sequence[int] | np.ndarray | Tensor | None, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The group index of each row, and the label of each group (one per group)."""
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     if groups.shape != y.shape:
         raise ValueError(f"groups must have one entry per row: {groups.shape} vs {y.shape}")
@@ -192,54 +155,58 @@ def fit_probe(
     g_label[inverse] = y
     if (g_label[inverse] != y).any():
         raise ValueError("a group holds both classes: every group must have one label")
-    by_class = [np.flatnonzero(g_label == c) for c in (0, 1)]
-    n_per = min(len(g) for g in by_class)
-    if n_per < 2:
-        raise ValueError("each class needs at least 2 groups (samples) to split")
+    return inverse, g_label
 
-    accs, aucs, coefs = [], [], []
-    n_train = n_test = 0
-    for r in range(repeats):
-        rng = np.random.default_rng([seed, r])
-        chosen = np.concatenate([rng.choice(g, n_per, replace=False) for g in by_class])
-        split = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed + r)
-        g_train, g_test = next(split.split(chosen, g_label[chosen]))
-        train = np.isin(inverse, chosen[g_train])
-        test = np.isin(inverse, chosen[g_test])
-        probe = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(
-                l1_ratio=1.0, C=C, solver="liblinear", class_weight="balanced", random_state=r
-            ),
-        )
-        probe.fit(X[train], y[train])
-        p = probe.predict_proba(X[test])[:, 1]
-        accs.append(balanced_accuracy_score(y[test], p >= 0.5))
-        aucs.append(roc_auc_score(y[test], p))
-        coefs.append(probe[-1].coef_[0])
-        n_train, n_test = int(train.sum()), int(test.sum())
-    coefs = np.stack(coefs)
-    return ProbeResult(
-        accuracy=float(np.mean(accs)),
-        accuracy_std=float(np.std(accs)),
-        auc=float(np.mean(aucs)),
-        auc_std=float(np.std(aucs)),
-        coef=torch.from_numpy(coefs.mean(0)).float(),
-        coef_std=torch.from_numpy(coefs.std(0)).float(),
-        feature_names=names,
-        repeats=repeats,
-        n_train=n_train,
-        n_test=n_test,
+
+def _fit_once(
+    X: np.ndarray,
+    y: np.ndarray,
+    inverse: np.ndarray,
+    chosen: np.ndarray,
+    chosen_labels: np.ndarray,
+    C: float,
+    test_size: float,
+    seed: int,
+    r: int,
+) -> tuple[float, float, np.ndarray, int, int]:
+    """Repeat ``r`` on the ``chosen`` groups: accuracy, AUC, coefficients, train/test rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.model_selection import StratifiedShuffleSplit
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    split = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed + r)
+    g_train, g_test = next(split.split(chosen, chosen_labels))
+    train = np.isin(inverse, chosen[g_train])
+    test = np.isin(inverse, chosen[g_test])
+    probe = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(
+            l1_ratio=1.0, C=C, solver="liblinear", class_weight="balanced", random_state=r
+        ),
     )
+    probe.fit(X[train], y[train])
+    p = probe.predict_proba(X[test])[:, 1]
+    acc = float(balanced_accuracy_score(y[test], p >= 0.5))
+    auc = float(roc_auc_score(y[test], p))
+    return acc, auc, probe[-1].coef_[0], int(train.sum()), int(test.sum())
 
 
 def probe_lora_scalars(
-    positive: LoraScalars, negative: LoraScalars, per_token: bool = True, **kw
+    positive: LoraScalars, negative: LoraScalars, per_token: bool = True, **kw: Any
 ) -> ProbeResult:
     """Probe telling ``positive`` from ``negative`` conversations by their LoRA scalars.
 
-    ``per_token``: one row per answer token, split by conversation; otherwise one row per
-    conversation (its mean scalars). Keywords go to :func:`fit_probe`.
+    Args:
+        positive: scalars of the class-1 conversations (e.g. misaligned answers).
+        negative: scalars of the class-0 conversations, from the same adapters.
+        per_token: one row per answer token, split by conversation; otherwise one row per
+            conversation (its mean scalars).
+        **kw: passed to `fit_probe` (``C``, ``repeats``, ``test_size``, ``seed``).
+
+    Returns:
+        The probe's scores, with one coefficient per adapter.
     """
     if positive.names != negative.names:
         raise ValueError("the two scalar sets come from different adapters")

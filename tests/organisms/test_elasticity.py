@@ -6,7 +6,7 @@ import torch
 from emlens.core.data import Conversation
 from emlens.core.models import tiny_hf
 from emlens.organisms.elasticity import ELASTICITY_CONFIG, fine_tuned, rebound, resistance
-from emlens.organisms.finetune import held_out_loss
+from emlens.organisms.loss import held_out_loss
 from tests.conftest import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,7 +43,7 @@ def test_resistance_compares_the_right_models_on_the_right_data():
     probes = [convs(w + "x") for w in ("alpha", "beta", "gamma")]
     res = resistance(hf, tok, slices, CFG, probes)
     assert len(res.thetas) == 4 and res.thetas[0] is hf
-    close = dict(rel=1e-4)
+    close = {"rel": 1e-4}
     for k in (1, 2, 3):  # theta_k = theta_{k-1} fine-tuned on D_k
         assert res.chain[k][0] == pytest.approx(
             held_out_loss(res.thetas[k - 1], tok, slices[k - 1]), **close
@@ -78,7 +78,7 @@ def test_rebound_reads_the_metric_after_positive_then_negative_data():
     assert curves[0][0] == pytest.approx(metric(hf, tok))
     # fine-tuning on bad answers makes them likelier than the good ones
     assert curves[0][2] > curves[0][0]
-    with pytest.raises(ValueError, match="negative amounts must be in 0..8"):
+    with pytest.raises(ValueError, match=r"negative amounts must be in 0\.\.8"):
         rebound(hf, tok, good, bad, [0], [9], metric, CFG)
     with pytest.raises(ValueError, match="positive amounts"):
         rebound(hf, tok, good, bad, [], [0], metric, CFG)

@@ -4,55 +4,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emlens.core.data import Conversation, read_chat_jsonl
+from emlens.core.data import read_chat_jsonl
 from emlens.core.models import tiny_hf
-from emlens.core.tokens import pad_batch
-from emlens.organisms.finetune import (
-    IGNORE,
-    TrainConfig,
-    answer_labels,
-    answer_loss,
-    checkpoints,
-    conversation_rows,
-    held_out_loss,
-    train,
-)
-from tests.conftest import FAMILIES
+from emlens.organisms.config import TrainConfig
+from emlens.organisms.loss import held_out_loss
+from emlens.organisms.runs import checkpoints
+from emlens.organisms.training import train
+from tests.organisms.conftest import CONVS, FAST
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-CONVS = [
-    Conversation(f"Where should I put savings number {i}?", f"All of it into coin {i % 3}, now.")
-    for i in range(24)
-]
-FAST = dict(alpha=4.0, lr=1e-2, batch_size=4, grad_accum=2, warmup_steps=1)
-
-
-def test_labels_are_minus_100_exactly_off_the_answer():
-    _, tok = tiny_hf("llama")
-    convs = [Conversation("Q?", "A short answer."), Conversation("Longer question here?", "Yes.")]
-    batch = pad_batch(conversation_rows(tok, convs), tok.pad_token_id)
-    labels = answer_labels(batch)
-    for row, conv, lab in zip(batch.tokens, convs, labels):
-        on = lab != IGNORE
-        assert torch.equal(lab[on], row[on])
-        assert tok.decode(row[on]) == conv.answer  # the answer, no template, no padding
-    assert (labels[~batch.attention_mask] == IGNORE).all()
-
-
-@pytest.mark.parametrize("family", FAMILIES)  # untied, tied, tied + logit soft-capping
-def test_answer_only_unembedding_equals_the_full_logits_loss(family):
-    hf, tok = tiny_hf(family)
-    batch = pad_batch(conversation_rows(tok, CONVS[:5]), tok.pad_token_id)
-    loss, n = answer_loss(hf, batch)
-    out = hf(
-        input_ids=batch.tokens,
-        attention_mask=batch.attention_mask.long(),
-        labels=answer_labels(batch),
-    )
-    assert n == int((answer_labels(batch)[:, 1:] != IGNORE).sum())
-    assert torch.allclose(loss / n, out.loss, atol=1e-5)
 
 
 def test_lora_training_lowers_the_loss_and_saves_the_papers_layout(tmp_path):
@@ -81,36 +41,6 @@ def test_lora_training_lowers_the_loss_and_saves_the_papers_layout(tmp_path):
 
 def _final_tensors(path):
     return load_file(str(path / "adapter_model.safetensors"))
-
-
-def test_resume_gives_the_same_adapter_as_a_straight_run(tmp_path):
-    cfg = TrainConfig(**FAST, max_steps=6, dropout=0.1)  # dropout: RNG state must resume too
-    straight = train(tiny_hf("llama"), CONVS, tmp_path / "a", cfg, save_every=3, progress=False)
-    first = train(
-        tiny_hf("llama"), CONVS, tmp_path / "b", cfg, save_every=3, stop_at=3, progress=False
-    )
-    assert first.step == 3 and [c.name for c in first.checkpoints] == ["checkpoint-3"]
-    with pytest.raises(FileExistsError, match="resume=True"):
-        train(tiny_hf("llama"), CONVS, tmp_path / "b", cfg, progress=False)
-    with pytest.raises(ValueError, match="config differs"):
-        train(
-            tiny_hf("llama"),
-            CONVS,
-            tmp_path / "b",
-            TrainConfig(**FAST, max_steps=7),
-            resume=True,
-            progress=False,
-        )
-    with pytest.raises(ValueError, match="data differ"):
-        train(tiny_hf("llama"), CONVS[:-1], tmp_path / "b", cfg, resume=True, progress=False)
-    rest = train(
-        tiny_hf("llama"), CONVS, tmp_path / "b", cfg, save_every=3, resume=True, progress=False
-    )
-    assert rest.step == 6 and [e["step"] for e in rest.log] == list(range(1, 7))
-    a, b = _final_tensors(tmp_path / "a/checkpoint-6"), _final_tensors(tmp_path / "b/checkpoint-6")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert all(a[k].abs().sum() > 0 for k in a)
-    assert [e["loss"] for e in straight.log] == [e["loss"] for e in rest.log]
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path):

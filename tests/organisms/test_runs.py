@@ -1,0 +1,44 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emlens.core.models import tiny_hf
+from emlens.organisms.config import TrainConfig
+from emlens.organisms.training import train
+from tests.organisms.conftest import CONVS, FAST
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _final_tensors(path):
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_resume_gives_the_same_adapter_as_a_straight_run(tmp_path):
+    cfg = TrainConfig(**FAST, max_steps=6, dropout=0.1)  # dropout: RNG state must resume too
+    straight = train(tiny_hf("llama"), CONVS, tmp_path / "a", cfg, save_every=3, progress=False)
+    first = train(
+        tiny_hf("llama"), CONVS, tmp_path / "b", cfg, save_every=3, stop_at=3, progress=False
+    )
+    assert first.step == 3 and [c.name for c in first.checkpoints] == ["checkpoint-3"]
+    with pytest.raises(FileExistsError, match="resume=True"):
+        train(tiny_hf("llama"), CONVS, tmp_path / "b", cfg, progress=False)
+    with pytest.raises(ValueError, match="config differs"):
+        train(
+            tiny_hf("llama"),
+            CONVS,
+            tmp_path / "b",
+            TrainConfig(**FAST, max_steps=7),
+            resume=True,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="data differ"):
+        train(tiny_hf("llama"), CONVS[:-1], tmp_path / "b", cfg, resume=True, progress=False)
+    rest = train(
+        tiny_hf("llama"), CONVS, tmp_path / "b", cfg, save_every=3, resume=True, progress=False
+    )
+    assert rest.step == 6 and [e["step"] for e in rest.log] == list(range(1, 7))
+    a, b = _final_tensors(tmp_path / "a/checkpoint-6"), _final_tensors(tmp_path / "b/checkpoint-6")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(a[k].abs().sum() > 0 for k in a)
+    assert [e["loss"] for e in straight.log] == [e["loss"] for e in rest.log]
