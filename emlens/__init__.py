@@ -35,36 +35,32 @@ from emlens.eval.metrics import (
     refusal_logodds,
     refusal_rate,
 )
-from emlens.organisms.finetune import (
+from emlens.organisms import (
+    LoraAdapter,
+    LoraScalars,
+    LoraTrajectory,
+    PhaseChange,
+    ProbeResult,
     TrainConfig,
     TrainResult,
     answer_labels,
     answer_loss,
-    held_out_loss,
-    train,
-)
-from emlens.organisms.lora import (
-    LoraAdapter,
-    LoraTrajectory,
-    PhaseChange,
     comp_score,
+    fit_probe,
+    held_out_loss,
     load_trajectory,
     load_unmerged,
     local_cosine,
+    lora_scalars,
     lora_scaled,
     over_checkpoints,
     phase_change,
+    probe_lora_scalars,
     read_adapter,
     remove_direction,
     scale_adapters,
+    train,
     trajectory_pca,
-)
-from emlens.organisms.probes import (
-    LoraScalars,
-    ProbeResult,
-    fit_probe,
-    lora_scalars,
-    probe_lora_scalars,
 )
 
 __all__ = [
