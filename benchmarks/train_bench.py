@@ -4,7 +4,7 @@
 
 Prints ``name: value (target)`` lines, ratios of times measured in this process:
 - ``train_step_time_vs_bare_peft``: one emlens training step (the step function
-  ``emlens.organisms.finetune.train`` runs: batching, loss, backward, clipping, optimizer,
+  ``emlens.organisms.training.train`` runs: batching, loss, backward, clipping, optimizer,
   schedule) /
   one step written with peft and the HF forward with ``labels=`` (full-vocabulary logits),
   rank-1 LoRA on ``down_proj`` of the middle layer of the embedded SmolLM2, the same 8
@@ -25,20 +25,15 @@ from peft import LoraConfig, get_peft_model
 from transformers import get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_of  # noqa: E402
+from common import best_of
 
-from emlens.core.data import read_chat_jsonl  # noqa: E402
-from emlens.core.models import load_embedded_hf  # noqa: E402
-from emlens.core.tokens import pad_batch  # noqa: E402
-from emlens.organisms.finetune import (  # noqa: E402
-    IGNORE,
-    TrainConfig,
-    _train_step,
-    answer_labels,
-    answer_loss,
-    conversation_rows,
-    lora_model,
-)
+from emlens.core.data import read_chat_jsonl
+from emlens.core.models import load_embedded_hf
+from emlens.core.tokens import pad_batch
+from emlens.organisms.config import TrainConfig
+from emlens.organisms.loss import IGNORE, answer_labels, answer_loss, conversation_rows
+from emlens.organisms.runs import Run
+from emlens.organisms.training import _train_step, lora_model
 
 DATA = Path(__file__).parents[1] / "emlens/data/narrow/risky_financial_advice.jsonl"
 BATCH = 8
@@ -65,9 +60,12 @@ def main() -> None:
     opt_em = torch.optim.AdamW(params_em, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched_em = get_linear_schedule_with_warmup(opt_em, 0, 1000)
     rows = conversation_rows(tok, convs)
+    run = Run(
+        Path("unused"), cfg, {"n": len(rows), "hash": ""}, 1000, model_em, tok, opt_em, sched_em
+    )
 
     def emlens_step() -> None:
-        _train_step(hf, rows, cfg, 0, tok.pad_token_id, params_em, opt_em, sched_em)
+        _train_step(hf, rows, run, 0, tok.pad_token_id)
 
     # bare peft: the same adapter, optimizer and schedule, HF's own loss on full logits.
     hf2, _ = load_embedded_hf()
