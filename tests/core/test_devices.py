@@ -23,8 +23,10 @@ from emlens.core.tokens import answer_tokens
 from emlens.eval.judge import LocalJudge
 from emlens.eval.metrics import contrastive_score, cross_entropy, kl_divergence, refusal_logodds
 from emlens.eval.serve import complete
-from emlens.organisms.finetune import OPTIMIZER, TrainConfig, checkpoints, train
-from emlens.organisms.probes import lora_scalars
+from emlens.organisms.config import TrainConfig
+from emlens.organisms.runs import OPTIMIZER, checkpoints
+from emlens.organisms.scalars import lora_scalars
+from emlens.organisms.training import train
 
 N_GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 needs_cuda = pytest.mark.skipif(N_GPUS < 1, reason="needs CUDA (untested on CPU-only machines)")
