@@ -138,20 +138,21 @@ class Analysis:
         self.stages = self.out / "stages"
         self._check_args()
 
+    def _args(self) -> dict[str, str | None]:
+        """The options as recorded, less those that do not change what a stage computes."""
+        return {k: v for k, v in recorded(self.args).items() if k not in NOT_RESULTS}
+
     def _check_args(self) -> None:
         """Stop when saved stages (``seconds.json`` lists them) were made with other arguments."""
-        mine = {k: v for k, v in recorded(self.args).items() if k not in NOT_RESULTS}
         path = self.stages / "args.json"
         if path.exists() and (self.stages / "seconds.json").exists():
-            theirs = json.loads(path.read_text())
+            mine, theirs = self._args(), json.loads(path.read_text())
             differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             if differ:
                 raise SystemExit(
                     f"the stages in {self.stages} were made with other values of {differ}; "
                     "delete that folder or choose another --out"
                 )
-        else:
-            write_atomic(path, lambda p: p.write_text(json.dumps(mine, indent=1)))
 
     @property
     def command(self) -> str:
@@ -167,8 +168,10 @@ class Analysis:
             print(f"stage {name}: loaded from {done[0]}", flush=True)
             return load_value(done[0])
         t0 = time.perf_counter()
-        path = save_value(compute(), stem)
+        value = compute()
         seconds = time.perf_counter() - t0
+        write_json(self.stages / "args.json", self._args())
+        path = save_value(value, stem)
         times = self.times() | {name: round(seconds, 1)}
         write_atomic(self.stages / "seconds.json", lambda p: p.write_text(json.dumps(times)))
         print(f"stage {name}: computed in {seconds:.1f} s, saved to {path}", flush=True)

@@ -38,6 +38,7 @@ def test_start_parses_the_common_options_and_the_out_folder_comes_from_the_repo(
         "--out docs/results/example --n 4 --threads 2"
     )
     assert run.beside(".json") == ROOT / "docs/results/example.json"
+    assert not run.out.exists()  # nothing is written before a stage is computed
 
 
 def run_in(tmp_path: Path, *argv: str) -> Analysis:
