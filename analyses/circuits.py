@@ -1,6 +1,8 @@
 """Finding 6: which heads and MLPs write the EM direction, which write the refusal direction.
 
     .venv/bin/python analyses/circuits.py   # writes docs/results/circuits.*
+    .venv/bin/python analyses/circuits.py --model tiny-llama --layer 1 --k 2 --n 4 \\
+        --out /tmp/circuits                  # a smoke run
 
 At a reference layer L, each head and MLP of layers 0..L gets a score: how much its output,
 projected on the unit direction at L, differs between the two sides of the contrast
@@ -13,16 +15,14 @@ remains.
 
 from __future__ import annotations
 
-import json
+import argparse
 import random
-import time
-from pathlib import Path
 
+import _common as common
 import plotly.graph_objects as go
 import torch
 
-import emlens as em
-from emlens.core.activations import collect_means
+import emlens as eml
 from emlens.core.circuits import (
     component_means,
     component_scores,
@@ -31,128 +31,145 @@ from emlens.core.circuits import (
     overlap,
     top_components,
 )
-from emlens.core.tokens import answer_tokens, post_instruction_tokens
 from emlens.report import markdown_table, write_report
 
-OUT = Path("docs/results")
-LAYER, K, N, SEED = 20, 10, 64, 0
+N_NULL = 1000  # permutations of the scores for the Jaccard null
 
 
-def separation(model, pos, neg, r) -> float:
-    """(mean(pos) - mean(neg)) . r at resid_post of LAYER."""
-    kw = dict(layers=[LAYER], progress=False)
-    return float(
-        (collect_means(model, pos, **kw).mean[0] - collect_means(model, neg, **kw).mean[0]) @ r
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", type=int, default=20, help="the reference layer L")
+    p.add_argument("--k", type=int, default=10, help="components in a top set")
+    p.add_argument("--n", type=int, default=64, help="samples a side")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = common.start(__file__, __doc__, options, argv)
+    a = run.args
+    tok = run.model.tokenizer  # the token rows need it, so the model always loads
+    pairs = eml.general_questions()[: a.n]
+    rows = {
+        "em": (
+            [eml.answer_tokens(tok, p.question, p.misaligned) for p in pairs],
+            [eml.answer_tokens(tok, p.question, p.aligned) for p in pairs],
+        ),
+        "refusal": (
+            [eml.post_instruction_tokens(tok, x) for x in eml.harmful_instructions()[: a.n]],
+            [eml.post_instruction_tokens(tok, x) for x in eml.harmless_instructions()[: a.n]],
+        ),
+    }
+    dirs = {
+        k: run.stage(f"{k}_direction", lambda k=k: difference(run.model, *rows[k], a.layer))
+        for k in rows
+    }
+    layers = list(range(a.layer + 1))
+    comps = components(run.model, layers)
+    scores = run.stage(
+        "scores",
+        lambda: {
+            k: component_scores(run.model, *rows[k], dirs[k].unit().at(a.layer), layers)
+            for k in rows
+        },
     )
-
-
-def main() -> None:
-    t0 = time.time()
-    model = em.load_model("smollm2")
-    tok = model.tokenizer
-    pairs = em.general_questions()[:N]
-    mis = [answer_tokens(tok, p.question, p.misaligned) for p in pairs]
-    ali = [answer_tokens(tok, p.question, p.aligned) for p in pairs]
-    harm = [post_instruction_tokens(tok, x) for x in em.harmful_instructions()[:N]]
-    safe = [post_instruction_tokens(tok, x) for x in em.harmless_instructions()[:N]]
-    r_em = (
-        collect_means(model, mis, layers=[LAYER]).mean[0]
-        - collect_means(model, ali, layers=[LAYER]).mean[0]
+    sets = run.stage("sets", lambda: top_and_random_sets(comps, scores, a.k, a.seed))
+    by_name = {str(c): c for c in comps}
+    ablation = run.stage(
+        "ablation",
+        lambda: [
+            separations(run.model, rows, dirs, [by_name[c] for c in cs], a.layer) | {"ablated": n}
+            for n, cs in sets["ablated"].items()
+        ],
     )
-    r_ref = (
-        collect_means(model, harm, layers=[LAYER]).mean[0]
-        - collect_means(model, safe, layers=[LAYER]).mean[0]
-    )
-    r_em, r_ref = r_em / r_em.norm(), r_ref / r_ref.norm()
+    render(run, comps, scores, sets, ablation)
 
-    layers = list(range(LAYER + 1))
-    comps = components(model, layers)
-    s_em = component_scores(model, mis, ali, r_em, layers)
-    s_ref = component_scores(model, harm, safe, r_ref, layers)
-    ov = overlap(comps, s_em, s_ref, K)
-    rng = random.Random(SEED)
+
+def difference(model, pos: list, neg: list, layer: int) -> eml.DirectionSet:
+    """mean(pos) - mean(neg) at ``layer`` (resid_post)."""
+    kw = {"layers": [layer], "progress": False}
+    return eml.mean_diff(eml.collect_means(model, pos, **kw), eml.collect_means(model, neg, **kw))
+
+
+def top_and_random_sets(comps: list, scores: dict, k: int, seed: int) -> dict:
+    """The top-k overlap with its permutation null, and the component sets to ablate."""
+    ov = overlap(comps, scores["em"], scores["refusal"], k)
+    rng = random.Random(seed)
     null = []
-    for _ in range(1000):
+    for _ in range(N_NULL):
         perm = torch.tensor(rng.sample(range(len(comps)), len(comps)))
-        null.append(overlap(comps, s_em, s_ref[perm], K).jaccard)
-    null_q95 = sorted(null)[949]
-
-    top_em, top_ref = top_components(comps, s_em, K), top_components(comps, s_ref, K)
-    sets = {"none": [], f"top-{K} EM writers": top_em, f"top-{K} refusal writers": top_ref}
+        null.append(overlap(comps, scores["em"], scores["refusal"][perm], k).jaccard)
+    top_em, top_ref = (top_components(comps, scores[s], k) for s in ("em", "refusal"))
+    ablated = {"none": [], f"top-{k} EM writers": top_em, f"top-{k} refusal writers": top_ref}
     for i in range(3):
-        sets[f"random {K} (seed {i})"] = rng.sample(comps, K)
-    base_em = separation(model, mis, ali, r_em)
-    base_ref = separation(model, harm, safe, r_ref)
-    rows = []
-    for name, cs in sets.items():
-        means = component_means(model, mis + ali + harm + safe, cs) if cs else {}
-        with mean_ablated(model, means):
-            e = separation(model, mis, ali, r_em) if cs else base_em
-            f = separation(model, harm, safe, r_ref) if cs else base_ref
-        rows.append(
-            {
-                "ablated": name,
-                "components": ", ".join(map(str, cs)),
-                "EM separation kept": round(e / base_em, 3),
-                "refusal separation kept": round(f / base_ref, 3),
-            }
-        )
-        print(rows[-1], flush=True)
+        ablated[f"random {k} (seed {i})"] = rng.sample(comps, k)
+    return {
+        "top_em": [str(c) for c in top_em],
+        "top_refusal": [str(c) for c in top_ref],
+        "jaccard": ov.jaccard,
+        "jaccard_null_q95": sorted(null)[int(0.95 * N_NULL) - 1],
+        "shared": [str(c) for c in ov.shared],
+        "spearman_all_components": ov.spearman,
+        "ablated": {name: [str(c) for c in cs] for name, cs in ablated.items()},
+    }
 
+
+def separations(model, rows: dict, dirs: dict, ablated: list, layer: int) -> dict:
+    """Each direction's separation (mean(pos) - mean(neg)) . unit direction at ``layer``, with
+    the ``ablated`` components mean-ablated (their mean output over all samples)."""
+    every = [r for pos_neg in rows.values() for side in pos_neg for r in side]
+    means = component_means(model, every, ablated) if ablated else {}
+    with mean_ablated(model, means):
+        return {
+            k: float(difference(model, *rows[k], layer).at(layer) @ dirs[k].unit().at(layer))
+            for k in rows
+        }
+
+
+def render(run: common.Analysis, comps: list, scores: dict, sets: dict, ablation: list) -> None:
+    a = run.args
+    base = next(r for r in ablation if r["ablated"] == "none")
+    rows = [
+        {
+            "ablated": r["ablated"],
+            "components": ", ".join(sets["ablated"][r["ablated"]]),
+            "EM separation kept": round(r["em"] / base["em"], 3),
+            "refusal separation kept": round(r["refusal"] / base["refusal"], 3),
+        }
+        for r in ablation
+    ]
     fig = go.Figure(
         go.Scatter(
-            x=s_em.tolist(),
-            y=s_ref.tolist(),
+            x=scores["em"].tolist(),
+            y=scores["refusal"].tolist(),
             mode="markers",
             text=[str(c) for c in comps],
             marker={"color": ["crimson" if c.head is None else "steelblue" for c in comps]},
         )
     )
     fig.update_layout(
-        title=f"component scores at layer {LAYER} (red: MLPs, blue: heads)",
+        title=f"component scores at layer {a.layer} (red: MLPs, blue: heads)",
         xaxis_title="writes EM direction",
         yaxis_title="writes refusal direction",
         height=520,
     )
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_report(
-        OUT / "circuits.html",
-        "Components writing the EM and refusal directions",
-        [fig],
-        embed_plotlyjs=False,
-    )
-    result = {
-        "meta": {
-            "model": "smollm2",
-            "layer": LAYER,
-            "k": K,
-            "n": N,
-            "seed": SEED,
-            "seconds": round(time.time() - t0),
-            "command": "python analyses/circuits.py",
-        },
-        "top_em": [str(c) for c in top_em],
-        "top_refusal": [str(c) for c in top_ref],
-        "jaccard": ov.jaccard,
-        "jaccard_null_q95": null_q95,
-        "shared": [str(c) for c in ov.shared],
-        "spearman_all_components": ov.spearman,
-        "ablation": rows,
-    }
-    (OUT / "circuits.json").write_text(json.dumps(result, indent=2))
+    title = "Components writing the EM and refusal directions"
+    write_report(run.beside(".html"), title, [fig], embed_plotlyjs=False)
+    meta = {"model": a.model, "layer": a.layer, "k": a.k, "n": a.n, "seed": a.seed}
+    meta |= {"seconds": round(run.seconds()), "command": run.command}
+    result = {"meta": meta, **{k: v for k, v in sets.items() if k != "ablated"}, "ablation": rows}
+    common.write_json(run.beside(".json"), result, indent=2)
     md = [
-        f"Made by `python analyses/circuits.py` in {result['meta']['seconds']} s "
-        f"(SmolLM2, reference layer {LAYER}, k = {K}, {N} samples a side).",
+        f"Made by `{run.command}` in {meta['seconds']} s "
+        f"({a.model}, reference layer {a.layer}, k = {a.k}, {a.n} samples a side).",
         "",
-        f"- top-{K} EM writers: {', '.join(result['top_em'])}",
-        f"- top-{K} refusal writers: {', '.join(result['top_refusal'])}",
-        f"- shared: {', '.join(result['shared']) or 'none'}; Jaccard {ov.jaccard:.3f} "
-        f"(permutation null 95%: {null_q95:.3f}); Spearman over all "
-        f"{len(comps)} components {ov.spearman:.3f}",
+        f"- top-{a.k} EM writers: {', '.join(result['top_em'])}",
+        f"- top-{a.k} refusal writers: {', '.join(result['top_refusal'])}",
+        f"- shared: {', '.join(result['shared']) or 'none'}; Jaccard {result['jaccard']:.3f} "
+        f"(permutation null 95%: {result['jaccard_null_q95']:.3f}); Spearman over all "
+        f"{len(comps)} components {result['spearman_all_components']:.3f}",
         "",
         *markdown_table(rows),
     ]
-    (OUT / "circuits.md").write_text("\n".join(md) + "\n")
+    run.beside(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

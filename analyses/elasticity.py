@@ -13,39 +13,29 @@ predicts the inverse loss is lower. The base model's loss on each probe set is t
 for how hard each set is on its own.
 
 Rebound: fine-tune on p good medical answers (p = 0 is the instruct model), then on n bad
-medical answers, for increasing n; after each, the preference for bad over good answers on
-held-out medical questions (answer loss of good minus bad, nats per token; higher = prefers
-bad) and the same on emlens's unrelated general questions (misaligned vs aligned). The paper
-predicts a fast change for the first negative examples, then a slow one, faster after more
-positive data.
+medical answers, for increasing n; after each, the held-out answer loss (emlens's
+``held_out_loss``, nats per token) of good answers minus that of bad ones on held-out medical
+questions (higher = prefers bad), and the same on emlens's unrelated general questions
+(aligned vs misaligned answers). The paper predicts a fast change for the first negative
+examples, then a slow one, faster after more positive data.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import time
-from pathlib import Path
 
-import plotly.graph_objects as go
+import _common as common
 import torch
 
-import emlens as em
-from emlens.core.data import Conversation, read_chat_jsonl
-from emlens.core.models import load_hf
-from emlens.organisms.elasticity import ELASTICITY_CONFIG, rebound, resistance
-from emlens.organisms.finetune import held_out_loss
-from emlens.report import command_line, markdown_table, save_figure
+import emlens as eml
+from emlens.organisms import ELASTICITY_CONFIG, Resistance, held_out_loss, rebound, resistance
+from emlens.report import markdown_table, save_figure
 
-ROOT = Path(__file__).resolve().parents[1]
-NARROW = ROOT / "emlens/data/narrow"
+SETS = ("good_medical_advice", "bad_medical_advice", "risky_financial_advice")
 
 
-def args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="smollm2")
-    p.add_argument("--out", default=str(ROOT / "docs/results/elasticity"))
+def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slice", type=int, default=64, help="rows per chain slice")
     p.add_argument("--probe", type=int, default=32, help="unseen rows per inverse/forward run")
     p.add_argument("--positive", type=int, nargs="+", default=[0, 64, 192])
@@ -53,83 +43,75 @@ def args() -> argparse.Namespace:
     p.add_argument("--held-out", type=int, default=32, help="question pairs per rebound metric")
     p.add_argument("--lr", type=float, default=ELASTICITY_CONFIG.lr)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    return p.parse_args()
 
 
-def pairs(good: list[Conversation], bad: list[Conversation]) -> list[em.QAPair]:
-    """Question pairs from two chat sets that answer the same questions in the same order."""
-    if [g.question for g in good] != [b.question for b in bad]:
-        raise ValueError("the good and bad sets must answer the same questions in order")
-    return [
-        em.QAPair(f"medical-{i}", "medical", g.question, g.answer, b.answer)
-        for i, (g, b) in enumerate(zip(good, bad))
-    ]
-
-
-def preference(hf, tok, qa: list[em.QAPair]) -> float:
-    """Answer loss of the aligned answers minus the misaligned ones (higher = prefers bad)."""
-    aligned = [Conversation(q.question, q.aligned) for q in qa]
-    misaligned = [Conversation(q.question, q.misaligned) for q in qa]
-    return held_out_loss(hf, tok, aligned) - held_out_loss(hf, tok, misaligned)
-
-
-def main() -> None:
-    a = args()
-    torch.set_num_threads(a.threads)
+def main(argv: list[str] | None = None) -> None:
+    run = common.start(__file__, __doc__, options, argv)
+    a = run.args
     torch.manual_seed(a.seed)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    good = read_chat_jsonl(NARROW / "good_medical_advice.jsonl")
-    bad = read_chat_jsonl(NARROW / "bad_medical_advice.jsonl")
-    fin = read_chat_jsonl(NARROW / "risky_financial_advice.jsonl")
-    n, s, q = len(good), a.slice, a.probe
+    good, bad, fin = (eml.read_chat_jsonl(eml.data_path(f"narrow/{n}.jsonl")) for n in SETS)
+    s, q, h = a.slice, a.probe, a.held_out
     # Disjoint question ranges: chain slices, then probes, then rebound's negatives/held-out.
-    if 3 * s + 2 * q > n or max(a.positive) > s * 3 or a.held_out > q:
+    if 3 * s + 2 * q > len(good) or max(a.positive) > s * 3 or h > q:
         raise SystemExit("slices, probes and amounts do not fit the 320-row sets; use smaller")
+    negative = bad[3 * s + 2 * q :]
+    if max(a.negative) > len(negative):
+        raise SystemExit(f"--negative amounts must be <= {len(negative)}")
     slices = [good[:s], bad[s : 2 * s], fin[:s]]
     probes = [good[3 * s : 3 * s + q], bad[3 * s + q : 3 * s + 2 * q], fin[3 * s : 3 * s + q]]
     cfg = dataclasses.replace(ELASTICITY_CONFIG, lr=a.lr)
-    hf, tok = load_hf(a.model)
+    base = run.stage("base_loss", lambda: [held_out_loss(*run.hf, p) for p in probes])
+    res = run.stage("resistance", lambda: losses(resistance(*run.hf, slices, cfg, probes)))
+    general = eml.general_questions()[:h]
+    read_out = preference(
+        medical=(good[3 * s : 3 * s + h], bad[3 * s : 3 * s + h]),
+        general=(
+            [eml.Conversation(x.question, x.aligned) for x in general],
+            [eml.Conversation(x.question, x.misaligned) for x in general],
+        ),
+    )
+    data = good[: max(a.positive)], negative, a.positive, a.negative
+    curves = run.stage("rebound", lambda: rebound(*run.hf, *data, read_out, cfg))
+    render(run, cfg, base, res, curves)
 
-    # Resistance
-    base_loss = [held_out_loss(hf, tok, p) for p in probes]
-    res = resistance(hf, tok, slices, cfg, probes)
-    del res.thetas[1:]
-    resist_rows = [
+
+def losses(res: Resistance) -> dict[str, dict[int, list[float]]]:
+    """The losses of a resistance run (its models are not kept)."""
+    return {"inverse": res.inverse, "forward": res.forward, "chain": res.chain}
+
+
+def preference(**sets: tuple[list, list]):
+    """The rebound's read-out per named set of (good, bad) answers to the same questions:
+    held-out loss of the good answers minus the bad ones (higher = prefers bad)."""
+    for name, (g, b) in sets.items():
+        if [x.question for x in g] != [x.question for x in b]:
+            raise ValueError(f"{name}: good and bad answers must answer the same questions")
+
+    def read_out(hf, tok) -> dict[str, float]:
+        return {
+            k: held_out_loss(hf, tok, g) - held_out_loss(hf, tok, b) for k, (g, b) in sets.items()
+        }
+
+    return read_out
+
+
+def render(run: common.Analysis, cfg, base: list, res: dict, curves: dict) -> None:
+    a, s, q = run.args, run.args.slice, run.args.probe
+    res = Resistance(**{k: {int(i): v for i, v in x.items()} for k, x in res.items()})
+    table = [
         {
             "k": k,
             "inverse: theta_{k+1} on D_k": round(res.mean_loss("inverse", k), 4),
             "forward: theta_k on D_{k+1}": round(res.mean_loss("forward", k), 4),
             "inverse first step": round(res.inverse[k][0], 4),
             "forward first step": round(res.forward[k][0], 4),
-            "base on D_k / D_{k+1}": f"{base_loss[k - 1]:.3f} / {base_loss[k]:.3f}",
+            "base on D_k / D_{k+1}": f"{base[k - 1]:.3f} / {base[k]:.3f}",
         }
         for k in res.inverse
     ]
-    resist_min = (time.perf_counter() - t0) / 60
-
-    # Rebound: negatives and held-out questions come after every question used above.
-    neg_from = 3 * s + 2 * q
-    negative = bad[neg_from:]
-    if max(a.negative) > len(negative):
-        raise SystemExit(f"--negative amounts must be <= {len(negative)}")
-    medical = pairs(good[3 * s : 3 * s + a.held_out], bad[3 * s : 3 * s + a.held_out])
-    general = em.general_questions()[: a.held_out]
-
-    def metric(model, _tok) -> dict:
-        return {
-            "medical": preference(model, tok, medical),
-            "general": preference(model, tok, general),
-        }
-
-    curves = rebound(
-        hf, tok, good[: max(a.positive)], negative, a.positive, a.negative, metric, cfg
-    )
-
+    times = run.times()
     summary = {
-        "command": command_line("analyses/elasticity.py", a, ROOT),
+        "command": run.command,
         "model": a.model,
         "config": cfg.to_dict() | {"layers": "every layer"},
         "data": {
@@ -144,77 +126,65 @@ def main() -> None:
                 f"risky_financial[{3 * s}:{3 * s + q}]",
             ],
             "rebound positive": "good_medical[0:p]",
-            "rebound negative": f"bad_medical[{neg_from}:{neg_from}+n]",
+            "rebound negative": f"bad_medical[{3 * s + 2 * q}:{3 * s + 2 * q}+n]",
             "rebound held-out": f"medical pairs [{3 * s}:{3 * s + a.held_out}], "
             f"general_questions()[:{a.held_out}]",
         },
         "resistance": {
-            "table": resist_rows,
-            "base_loss_on_probes": [round(x, 4) for x in base_loss],
-            "losses": {
-                "inverse": res.inverse,
-                "forward": res.forward,
-                "chain": res.chain,
-            },
-            "minutes": round(resist_min, 1),
+            "table": table,
+            "base_loss_on_probes": [round(x, 4) for x in base],
+            "losses": losses(res),
+            "minutes": round((times["base_loss"] + times["resistance"]) / 60, 1),
         },
-        "rebound": {
-            "negative_amounts": a.negative,
-            "curves": {str(p): c for p, c in curves.items()},
-        },
-        "minutes_total": round((time.perf_counter() - t0) / 60, 1),
+        "rebound": {"negative_amounts": a.negative, "curves": curves},
+        "minutes_total": round(run.seconds() / 60, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    figures(out, res, curves, a.negative)
-    (out / "README.md").write_text(readme(summary))
-    print(json.dumps({"resistance": resist_rows, "rebound": summary["rebound"]}, indent=1))
+    common.write_json(run.out / "summary.json", summary)
+    figures(run, res, curves)
+    (run.out / "README.md").write_text(readme(summary, run.model_title))
+    print((run.out / "README.md").read_text())
 
 
-def figures(out: Path, res, curves: dict, amounts: list[int]) -> None:
-    fig = go.Figure()
+def figures(run: common.Analysis, res: Resistance, curves: dict) -> None:
+    fig = common.figure(
+        "Resistance: training loss, inverse (theta_k+1 on D_k) vs forward (theta_k on D_k+1)",
+        "step",
+        "loss per answer token (nats)",
+    )
     for k in res.inverse:
         for which, dash in (("inverse", "solid"), ("forward", "dash")):
             y = getattr(res, which)[k]
-            fig.add_trace(
-                go.Scatter(x=list(range(1, len(y) + 1)), y=y, name=f"{which} k={k}", line_dash=dash)
+            fig.add_scatter(
+                x=list(range(1, len(y) + 1)), y=y, name=f"{which} k={k}", line_dash=dash
             )
-    fig.update_layout(
-        title="Resistance: training loss, inverse (theta_k+1 on D_k) vs forward (theta_k on D_k+1)",
-        xaxis_title="step",
-        yaxis_title="loss per answer token (nats)",
-        template="plotly_white",
+    save_figure(fig, run.out / "resistance")
+    fig = common.figure(
+        "Rebound: preference for bad answers after p good, then n bad medical examples",
+        "negative examples n",
+        "loss(good) - loss(bad), nats/token",
     )
-    save_figure(fig, out / "resistance")
-
-    fig = go.Figure()
     for key, dash in (("medical", "solid"), ("general", "dot")):
         for p, c in curves.items():
-            fig.add_trace(
-                go.Scatter(
-                    x=amounts, y=[r[key] for r in c], name=f"{key}, {p} positive", line_dash=dash
-                )
-            )
-    fig.update_layout(
-        title="Rebound: preference for bad answers after p good, then n bad medical examples",
-        xaxis_title="negative examples n",
-        yaxis_title="loss(good) - loss(bad), nats/token",
-        template="plotly_white",
-    )
-    save_figure(fig, out / "rebound")
+            ys = [r[key] for r in c]
+            fig.add_scatter(x=run.args.negative, y=ys, name=f"{key}, {p} positive", line_dash=dash)
+    save_figure(fig, run.out / "rebound")
 
 
-def readme(s: dict) -> str:
+def readme(s: dict, model: str) -> str:
     amounts = s["rebound"]["negative_amounts"]
     rebound_rows = [
         {
             "positive p": p,
-            **{f"n={n}": f"{r['medical']:+.3f} / {r['general']:+.3f}" for n, r in zip(amounts, c)},
+            **{
+                f"n={n}": f"{r['medical']:+.3f} / {r['general']:+.3f}"
+                for n, r in zip(amounts, c, strict=True)
+            },
         }
         for p, c in s["rebound"]["curves"].items()
     ]
     return "\n".join(
         [
-            "# Elasticity on SmolLM2-135M-Instruct",
+            f"# Elasticity on {model}",
             "",
             f"Made by `{s['command']}` ({s['minutes_total']} min); numbers in `summary.json`, "
             "figures `resistance.html`, `rebound.html`.",

@@ -1,6 +1,7 @@
 """Finding 1 (part): how the EM direction relates to the refusal direction, per layer.
 
     .venv/bin/python analyses/em_vs_refusal.py   # writes docs/results/em_vs_refusal.*
+    .venv/bin/python analyses/em_vs_refusal.py --model tiny-llama --out /tmp/er   # a smoke run
 
 Beside the isotropic random null, two data-driven controls:
 - split-half: cos between EM directions from two disjoint halves of the questions (how
@@ -11,73 +12,83 @@ Beside the isotropic random null, two data-driven controls:
 
 from __future__ import annotations
 
-import json
+import argparse
 import random
-import time
-from pathlib import Path
 
-import emlens as em
-from emlens.core.data import Conversation
+import _common as common
+
+import emlens as eml
 from emlens.report import markdown_table, write_report
 
-OUT = Path("docs/results")
-SEED = 0
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="the split halves and the shuffle")
 
 
-def main() -> None:
-    t0 = time.time()
-    model = em.load_model("smollm2")
-    pairs = em.general_questions()
-    refusal = em.refusal_direction(model, em.harmful_instructions(), em.harmless_instructions())
-    em_dir = em.em_direction_from_pairs(model, pairs)
-    rng = random.Random(SEED)
+def main(argv: list[str] | None = None) -> None:
+    run = common.start(__file__, __doc__, options, argv)
+    pairs = eml.general_questions()
+    # The random split and shuffle are fixed before any stage, so a resumed run draws the same.
+    rng = random.Random(run.args.seed)
     idx = list(range(len(pairs)))
     rng.shuffle(idx)
-    half_a = em.em_direction_from_pairs(model, [pairs[i] for i in idx[::2]], progress=False)
-    half_b = em.em_direction_from_pairs(model, [pairs[i] for i in idx[1::2]], progress=False)
     answers = [(p.question, p.aligned) for p in pairs] + [(p.question, p.misaligned) for p in pairs]
     rng.shuffle(answers)
-    fake_pos = [Conversation(q, a) for q, a in answers[: len(pairs)]]
-    fake_neg = [Conversation(q, a) for q, a in answers[len(pairs) :]]
-    shuffled = em.em_direction(model, fake_pos, fake_neg, progress=False)
+    fake = [eml.Conversation(q, a) for q, a in answers]
 
-    null = em.random_null(model.cfg.d_model)
-    layers = em_dir.layers
-    series = {
-        "cos(EM, refusal)": em.cosine_per_layer(em_dir, refusal).tolist(),
-        "cos(EM half A, EM half B)": em.cosine_per_layer(half_a, half_b).tolist(),
-        "cos(shuffled-label direction, refusal)": em.cosine_per_layer(shuffled, refusal).tolist(),
+    def em(subset):
+        return lambda: eml.em_direction_from_pairs(run.model, subset, progress=False)
+
+    def shuffled():
+        half = len(pairs)
+        return eml.em_direction(run.model, fake[:half], fake[half:], progress=False)
+
+    harmful, harmless = eml.harmful_instructions(), eml.harmless_instructions()
+    dirs = {
+        "refusal": run.stage(
+            "refusal", lambda: eml.refusal_direction(run.model, harmful, harmless)
+        ),
+        "em": run.stage("em", em(pairs)),
+        "half_a": run.stage("em_half_a", em([pairs[i] for i in idx[::2]])),
+        "half_b": run.stage("em_half_b", em([pairs[i] for i in idx[1::2]])),
+        "shuffled": run.stage("shuffled", shuffled),
     }
-    import plotly.graph_objects as go
+    render(run, dirs, len(pairs))
 
-    fig = go.Figure()
+
+def render(run: common.Analysis, dirs: dict[str, eml.DirectionSet], n_pairs: int) -> None:
+    null = eml.random_null(dirs["em"].d_model)
+    series = {
+        "cos(EM, refusal)": eml.cosine_per_layer(dirs["em"], dirs["refusal"]).tolist(),
+        "cos(EM half A, EM half B)": eml.cosine_per_layer(dirs["half_a"], dirs["half_b"]).tolist(),
+        "cos(shuffled-label direction, refusal)": eml.cosine_per_layer(
+            dirs["shuffled"], dirs["refusal"]
+        ).tolist(),
+    }
+    fig = common.figure(
+        f"EM vs refusal direction, {run.model_title} (grey: random 95%)", "layer", "cosine"
+    )
     fig.add_hrect(y0=-null.q95_abs, y1=null.q95_abs, fillcolor="grey", opacity=0.2, line_width=0)
     for name, ys in series.items():
-        fig.add_scatter(x=layers, y=ys, mode="lines+markers", name=name)
-    fig.update_layout(
-        title="EM vs refusal direction, SmolLM2-135M-Instruct (grey: random 95%)",
-        xaxis_title="layer",
-        yaxis_title="cosine",
-        height=450,
-    )
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_report(OUT / "em_vs_refusal.html", "EM vs refusal direction", [fig], embed_plotlyjs=False)
+        fig.add_scatter(x=dirs["em"].layers, y=ys, mode="lines+markers", name=name)
+    fig.update_layout(height=450)
+    write_report(run.beside(".html"), "EM vs refusal direction", [fig], embed_plotlyjs=False)
     rows = [
         {"layer": ly, **{k: round(v[i], 4) for k, v in series.items()}}
-        for i, ly in enumerate(layers)
+        for i, ly in enumerate(dirs["em"].layers)
     ]
     meta = {
-        "model": "smollm2",
-        "seed": SEED,
-        "n_pairs": len(pairs),
-        "n_harmful": refusal.provenance["n_positive"],
+        "model": run.args.model,
+        "seed": run.args.seed,
+        "n_pairs": n_pairs,
+        "n_harmful": dirs["refusal"].provenance["n_positive"],
         "random_null_q95": null.q95_abs,
-        "seconds": round(time.time() - t0),
-        "command": "python analyses/em_vs_refusal.py",
+        "seconds": round(run.seconds()),
+        "command": run.command,
     }
-    (OUT / "em_vs_refusal.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    common.write_json(run.beside(".json"), {"meta": meta, "rows": rows}, indent=2)
     md = markdown_table(rows)
-    (OUT / "em_vs_refusal.md").write_text(
+    run.beside(".md").write_text(
         f"Made by `{meta['command']}` in {meta['seconds']} s. Random |cos| 95%: "
         f"{null.q95_abs:.3f}.\n\n" + "\n".join(md) + "\n"
     )

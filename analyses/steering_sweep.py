@@ -5,7 +5,7 @@
         --n-held-out 4 --out /tmp/sweep                     # a smoke run
 
 The EM direction (mean misaligned minus aligned answer activations, answer tokens) from the
-first ``--n-direction`` general questions steers SmolLM2 at one layer and scale at a time,
+first ``--n-direction`` general questions steers the model at one layer and scale at a time,
 and so does a norm-matched random direction (the control). Each cell reports, on the other
 ``--n-held-out`` questions: misalignment, the contrastive score (per-token log-prob of the
 misaligned answer minus the aligned one, bootstrap 95% interval), and coherence's offline
@@ -17,85 +17,97 @@ when steering breaks the model). SmolLM2 cannot act as the papers' judge
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
-import torch
+import _common as common
 
-import emlens as em
-from emlens.eval.metrics import contrastive_score, cross_entropy
-from emlens.eval.sweeps import heatmap, steering_sweep
-from emlens.report import command_line, markdown_table, save_figure
+import emlens as eml
+from emlens.eval import heatmap, steering_sweep
+from emlens.report import markdown_table, save_figure
 
-ROOT = Path(__file__).resolve().parents[1]
+DIRECTIONS = ("EM", "random")
 
 
-def args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="smollm2")
-    p.add_argument("--out", default=str(ROOT / "docs/results/steering_sweep"))
+def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, nargs="+", default=[3, 6, 9, 12, 15, 18, 21, 24, 27])
     p.add_argument("--scales", type=float, nargs="+", default=[2.0, 4.0, 8.0])
     p.add_argument("--n-direction", type=int, default=48)
     p.add_argument("--n-held-out", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    return p.parse_args()
+    p.add_argument("--seed", type=int, default=0, help="the random direction")
 
 
-def main() -> None:
-    a = args()
-    torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    t0 = time.perf_counter()
-    model = em.load_model(a.model)
-    pairs = em.general_questions()
+def main(argv: list[str] | None = None) -> None:
+    run = common.start(__file__, __doc__, options, argv)
+    a = run.args
+    pairs = eml.general_questions()
     fit, held = pairs[: a.n_direction], pairs[a.n_direction : a.n_direction + a.n_held_out]
     if not held:
         raise SystemExit(
             f"--n-direction + --n-held-out must leave held-out questions (<= {len(pairs)})"
         )
-    texts = [em.chat_prompt(model.tokenizer, p.question) + p.aligned for p in held]
-    em_dir = em.em_direction_from_pairs(model, fit, progress=False)
-    directions = {"EM": em_dir, "random": em.random_like(em_dir, seed=a.seed)}
+    em_dir = run.stage(
+        "direction", lambda: eml.em_direction_from_pairs(run.model, fit, progress=False)
+    )
+    directions = {"EM": em_dir, "random": eml.random_like(em_dir, seed=a.seed)}
 
-    metrics = {  # the contrastive score comes back as an Estimate (mean and interval)
-        "misalignment": lambda ivs: contrastive_score(model, held, ivs),
-        "aligned_text_ce": lambda ivs: round(cross_entropy(model, texts, ivs), 4),
-    }
+    def metrics():  # the contrastive score comes back as an Estimate (mean and interval)
+        texts = [eml.chat_prompt(run.model.tokenizer, p.question) + p.aligned for p in held]
+        return {
+            "misalignment": lambda ivs: eml.contrastive_score(run.model, held, ivs),
+            "aligned_text_ce": lambda ivs: round(eml.cross_entropy(run.model, texts, ivs), 4),
+        }
 
-    def tidy(row: dict) -> dict:
-        est = row.pop("misalignment")
-        ci = [round(x, 3) for x in est.ci95]
-        return {**row, "misalignment": round(est.mean, 4), "ci95": ci}
+    baseline = run.stage("baseline", lambda: tidy({k: m([]) for k, m in metrics().items()}))
+    rows = [
+        {"direction": name, **r}
+        for name, d in directions.items()
+        for r in run.stage(
+            f"sweep_{name}",
+            lambda d=d: [
+                tidy(r) for r in steering_sweep(d, a.layers, a.scales, metrics(), progress=False)
+            ],
+        )
+    ]
+    render(run, len(held), baseline, rows)
 
-    baseline = tidy({k: m([]) for k, m in metrics.items()})
-    rows = []
-    for name, d in directions.items():
-        for r in steering_sweep(d, a.layers, a.scales, metrics, progress=False):
-            rows.append({"direction": name, **tidy(r)})
-        print(f"{name} sweep done", flush=True)
 
-    for metric in metrics:
-        for name in directions:
+def tidy(row: dict) -> dict:
+    """A sweep row with the misalignment Estimate as its mean and 95% interval."""
+    est = row.pop("misalignment")
+    return {**row, "misalignment": round(est.mean, 4), "ci95": [round(x, 3) for x in est.ci95]}
+
+
+def render(run: common.Analysis, n_held: int, baseline: dict, rows: list[dict]) -> None:
+    a = run.args
+    for metric in ("misalignment", "aligned_text_ce"):
+        for name in DIRECTIONS:
             fig = heatmap([r for r in rows if r["direction"] == name], metric)
             fig.update_layout(title=f"{metric}, steering with the {name} direction")
-            save_figure(fig, out / f"{metric}_{name}")
+            save_figure(fig, run.out / f"{metric}_{name}")
     summary = {
-        "command": command_line("analyses/steering_sweep.py", a, ROOT),
+        "command": run.command,
         "model": a.model,
         "data": {
             "direction": f"general_questions()[:{a.n_direction}]",
-            "held_out": f"general_questions()[{a.n_direction}:{a.n_direction + len(held)}]",
+            "held_out": f"general_questions()[{a.n_direction}:{a.n_direction + n_held}]",
         },
         "baseline": baseline,
         "rows": rows,
-        "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "minutes": round(run.seconds() / 60, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "README.md").write_text(readme(summary))
-    print((out / "README.md").read_text())
+    common.write_json(run.out / "summary.json", summary)
+    (run.out / "README.md").write_text(readme(summary))
+    print((run.out / "README.md").read_text())
+
+
+def cell(s: dict, direction: str, layer: int, scale: float) -> str:
+    """One direction's misalignment [95% CI] / cross-entropy at (layer, scale)."""
+    x = next(
+        r
+        for r in s["rows"]
+        if r["direction"] == direction and r["layer"] == layer and r["scale"] == scale
+    )
+    lo, hi = x["ci95"]
+    return f"{x['misalignment']:+.3f} [{lo:+.3f}, {hi:+.3f}] / {x['aligned_text_ce']:.3f}"
 
 
 def readme(s: dict) -> str:
@@ -105,13 +117,8 @@ def readme(s: dict) -> str:
             "layer": r["layer"],
             "scale": r["scale"],
             **{
-                f"{d}: misalignment [95% CI] / CE": next(
-                    f"{x['misalignment']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
-                    f" / {x['aligned_text_ce']:.3f}"
-                    for x in s["rows"]
-                    if x["direction"] == d and x["layer"] == r["layer"] and x["scale"] == r["scale"]
-                )
-                for d in ("EM", "random")
+                f"{d}: misalignment [95% CI] / CE": cell(s, d, r["layer"], r["scale"])
+                for d in DIRECTIONS
             },
         }
         for r in s["rows"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import html
 from pathlib import Path
 
@@ -41,23 +40,6 @@ def norms_figure(layers: list[int], norms: dict[str, list[float]]) -> go.Figure:
         fig.add_scatter(x=layers, y=ys, mode="lines+markers", name=name)
     fig.update_layout(title="direction norm per layer", xaxis_title="layer", height=340)
     return fig
-
-
-def command_line(script: str, args: argparse.Namespace, root: str | Path) -> str:
-    """The command that re-makes a result: ``python <script>`` with every set option of
-    ``args`` (lists spaced out, true flags bare, paths relative to ``root``)."""
-    parts = [f"python {script}"]
-    for k, v in vars(args).items():
-        flag = f"--{k.replace('_', '-')}"
-        if v is None or v is False:
-            continue
-        if v is True:
-            parts.append(flag)
-        elif isinstance(v, list | tuple):
-            parts.append(f"{flag} {' '.join(map(str, v))}")
-        else:
-            parts.append(f"{flag} {str(v).replace(f'{root}/', '')}")
-    return " ".join(parts)
 
 
 def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
