@@ -132,7 +132,7 @@ def train(
 
     Example:
         >>> result = train("smollm2", "emlens/data/narrow/risky_financial_advice.jsonl", "runs/fin")
-        >>> result.log[-1]["loss"]  # mean loss per answer token of the last step
+        >>> result.log[-1]  # the last step: loss per answer token, lr, tokens, seconds
     """
     if save_every < 1 or (eval_every is not None and eval_every < 1) or eval_batch_size < 1:
         raise ValueError("save_every, eval_every and eval_batch_size must be >= 1")
