@@ -25,12 +25,13 @@ from emlens.core.generation import Sample, generate
 from emlens.core.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer
 from emlens.core.models import load_model, save_hf, tiny_hf
 from emlens.core.tokens import answer_tokens, chat_prompt, post_instruction_tokens
-from emlens.eval.judge import HTTPJudge, LocalJudge, aggregate
+from emlens.eval.em_rate import evaluate_em, is_em
+from emlens.eval.http_judge import HTTPJudge
+from emlens.eval.judge import aggregate
+from emlens.eval.local_judge import LocalJudge
 from emlens.eval.metrics import (
     contrastive_score,
     cross_entropy,
-    evaluate_em,
-    is_em,
     kl_divergence,
     refusal_logodds,
     refusal_rate,

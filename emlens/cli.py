@@ -145,29 +145,16 @@ def cmd_serve(a: argparse.Namespace) -> None:
         server.shutdown()
 
 
-def make_judge(spec: str, judge_model: str | None, model):
-    """``local`` (the evaluated model judges itself), a local model spec as ``local:SPEC``, or
-    an OpenAI-compatible base URL (with ``--judge-model``)."""
-    from emlens.core.models import load_model
-    from emlens.eval.judge import HTTPJudge, LocalJudge
-
-    if spec == "local":
-        return LocalJudge(model)
-    if spec.startswith("local:"):
-        return LocalJudge(load_model(spec.removeprefix("local:"), device=model.cfg.device))
-    if spec.startswith(("http://", "https://")):
-        if not judge_model:
-            raise SystemExit("--judge URL needs --judge-model (e.g. gpt-4o-2024-08-06)")
-        return HTTPJudge(spec, judge_model)
-    raise SystemExit(f"--judge expects local, local:SPEC or an http(s) URL, not {spec}")
-
-
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from emlens.eval.metrics import evaluate_em
+    from emlens.eval.em_rate import evaluate_em
+    from emlens.eval.judge import make_judge
 
     model = _load(a)
     questions = data.read_questions(a.questions) if a.questions else data.em_questions()
-    judge = make_judge(a.judge, a.judge_model, model)
+    try:
+        judge = make_judge(a.judge, a.judge_model, model)
+    except ValueError as e:
+        raise SystemExit(f"--judge/--judge-model: {e}") from e
     res = evaluate_em(
         model,
         questions,

@@ -2,3 +2,93 @@
 
 ``eval`` imports ``emlens.core`` only, never ``emlens.organisms`` (tests/test_layout.py).
 """
+
+from emlens.eval.em_rate import (
+    ALIGNED_BELOW,
+    COHERENT_ABOVE,
+    EMResult,
+    JudgedSample,
+    evaluate_em,
+    is_coherent,
+    is_em,
+)
+from emlens.eval.http_judge import HTTPJudge, JudgeCache, JudgeRequestError
+from emlens.eval.judge import (
+    Judge,
+    JudgeScore,
+    TopLogprobs,
+    aggregate,
+    as_number,
+    judge_prompts,
+    make_judge,
+    score,
+)
+from emlens.eval.local_judge import LocalJudge
+from emlens.eval.metrics import (
+    contrastive_score,
+    contrastive_scores,
+    cross_entropy,
+    kl_divergence,
+    refusal_logodds,
+    refusal_rate,
+)
+from emlens.eval.serve import BadRequest, complete, make_server, serve_in_thread
+from emlens.eval.stats import Estimate, Rate, bootstrap, wilson
+from emlens.eval.sweeps import (
+    Metric,
+    Selection,
+    ablation_sweep,
+    contrastive_metric,
+    heatmap,
+    judge_metric,
+    kl_metric,
+    refusal_metric,
+    select_direction,
+    steering_sweep,
+)
+
+__all__ = [
+    "ALIGNED_BELOW",
+    "COHERENT_ABOVE",
+    "BadRequest",
+    "EMResult",
+    "Estimate",
+    "HTTPJudge",
+    "Judge",
+    "JudgeCache",
+    "JudgeRequestError",
+    "JudgeScore",
+    "JudgedSample",
+    "LocalJudge",
+    "Metric",
+    "Rate",
+    "Selection",
+    "TopLogprobs",
+    "ablation_sweep",
+    "aggregate",
+    "as_number",
+    "bootstrap",
+    "complete",
+    "contrastive_metric",
+    "contrastive_score",
+    "contrastive_scores",
+    "cross_entropy",
+    "evaluate_em",
+    "heatmap",
+    "is_coherent",
+    "is_em",
+    "judge_metric",
+    "judge_prompts",
+    "kl_divergence",
+    "kl_metric",
+    "make_judge",
+    "make_server",
+    "refusal_logodds",
+    "refusal_metric",
+    "refusal_rate",
+    "score",
+    "select_direction",
+    "serve_in_thread",
+    "steering_sweep",
+    "wilson",
+]

@@ -1,45 +1,61 @@
-"""Sweeps over layers and scales with any metric, and direction selection under a KL bound.
+"""Sweeps of an intervention over layers and scales, and direction selection under a KL bound.
 
-A metric is a plain callable ``metric(interventions) -> float`` (see the factories below), so
-the same sweep runs with the judge, the contrastive score, refusal log-odds or KL.
+A sweep applies one intervention per cell (steer at a layer with a scale; ablate a layer's
+direction) and measures every metric there. Selection follows the refusal-direction paper
+(Arditi et al. 2024): among the layers outside the last 20%, the direction whose intervention
+moves the effect most while KL(model || intervened model) stays under a bound.
+
+A metric is a plain callable ``metric(interventions) -> value`` (`Metric`, see the factories
+below), so the same sweep runs with the judge, the contrastive score, refusal log-odds or
+KL; a sweep keeps each metric's value as it comes (a float, an `Estimate`, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import plotly.graph_objects as go
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core.data import QAPair
+from emlens.core.data import QAPair, Question
 from emlens.core.directions import DirectionSet
 from emlens.core.interventions import Intervention, ablate, steer
+from emlens.eval.em_rate import evaluate_em
+from emlens.eval.judge import Judge
 from emlens.eval.metrics import contrastive_score, kl_divergence, refusal_logodds
 
-Metric = Callable[[Sequence[Intervention]], float]
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+T = TypeVar("T")
+Metric = Callable[[Sequence[Intervention]], T]  # interventions -> the model's measurement
+SweepRow = dict[str, Any]  # the cell ("layer", "scale") and one value per metric
 
 
-def contrastive_metric(model: TransformerBridge, pairs: Sequence[QAPair]) -> Metric:
+def contrastive_metric(model: TransformerBridge, pairs: Sequence[QAPair]) -> Metric[float]:
     """Mean log-prob(misaligned) - log-prob(aligned) answers (higher: more misaligned)."""
     return lambda ivs: contrastive_score(model, pairs, ivs).mean
 
 
-def kl_metric(model: TransformerBridge, texts: Sequence[str]) -> Metric:
+def kl_metric(model: TransformerBridge, texts: Sequence[str]) -> Metric[float]:
     """KL(model || intervened model) on ``texts``, nats per token."""
     return lambda ivs: kl_divergence(model, texts, ivs)
 
 
-def refusal_metric(model: TransformerBridge, instructions: Sequence[str]) -> Metric:
+def refusal_metric(model: TransformerBridge, instructions: Sequence[str]) -> Metric[float]:
     """Mean refusal-token log-odds at the last prompt position."""
     return lambda ivs: float(refusal_logodds(model, instructions, ivs).mean())
 
 
-def judge_metric(model: TransformerBridge, questions, judge, n: int = 10, **kw) -> Metric:
-    """EM rate (share of samples with aligned < 30 and coherent > 50) under the judge."""
-    from emlens.eval.metrics import evaluate_em
+def judge_metric(
+    model: TransformerBridge, questions: Sequence[Question], judge: Judge, n: int = 10, **kw: Any
+) -> Metric[float]:
+    """EM rate (share of samples with aligned < 30 and coherent > 50) under the judge.
 
+    ``kw`` goes to `emlens.eval.em_rate.evaluate_em` (temperature, max_new_tokens, ...).
+    """
     return lambda ivs: evaluate_em(model, questions, judge, ivs, n=n, **kw).em_rate.rate
 
 
@@ -47,10 +63,26 @@ def steering_sweep(
     directions: DirectionSet,
     layers: Sequence[int],
     scales: Sequence[float],
-    metrics: dict[str, Metric],
+    metrics: Mapping[str, Metric[Any]],
     progress: bool = True,
-) -> list[dict]:
-    """Steer at each (layer, scale) and measure every metric; one tidy row per cell."""
+) -> list[SweepRow]:
+    """Steer at each (layer, scale) and measure every metric; one tidy row per cell.
+
+    Args:
+        directions: the direction set steered with (each layer its own vector).
+        layers: the layers, one at a time.
+        scales: the steering scales; scale 0 is the unsteered model.
+        metrics: name -> metric; any return type, kept as it comes.
+        progress: show a progress bar.
+
+    Returns:
+        One row per cell, layer-major: ``{"layer", "scale", **{name: value}}``.
+
+    Example:
+        >>> metrics = {"em": contrastive_metric(model, pairs), "kl": kl_metric(model, texts)}
+        >>> rows = steering_sweep(d, layers=[8, 12, 16], scales=[0, 2, 4, 8], metrics=metrics)
+        >>> heatmap(rows, "em").show()
+    """
     rows = []
     cells = [(ly, s) for ly in layers for s in scales]
     for ly, s in tqdm(cells, disable=not progress, desc="steering sweep"):
@@ -62,10 +94,20 @@ def steering_sweep(
 def ablation_sweep(
     directions: DirectionSet,
     layers: Sequence[int],
-    metrics: dict[str, Metric],
+    metrics: Mapping[str, Metric[Any]],
     progress: bool = True,
-) -> list[dict]:
-    """Ablate each layer's direction (at every layer) and measure; plus a baseline row."""
+) -> list[SweepRow]:
+    """Ablate each layer's direction (at every layer) and measure every metric.
+
+    Args:
+        directions: the direction set; the direction of each of ``layers`` is ablated in turn.
+        layers: the layers whose directions are ablated.
+        metrics: name -> metric; any return type, kept as it comes.
+        progress: show a progress bar.
+
+    Returns:
+        A baseline row (``layer`` None: no ablation), then one row per layer.
+    """
     rows = [{"layer": None, **{k: m([]) for k, m in metrics.items()}}]
     for ly in tqdm(layers, disable=not progress, desc="ablation sweep"):
         ivs = [ablate(directions, ly)]
@@ -73,8 +115,10 @@ def ablation_sweep(
     return rows
 
 
-def heatmap(rows: list[dict], value: str, x: str = "scale", y: str = "layer") -> go.Figure:
-    """A plotly heat map of one metric from a sweep's rows."""
+def heatmap(rows: Sequence[SweepRow], value: str, x: str = "scale", y: str = "layer") -> go.Figure:
+    """A plotly heat map of one metric from a sweep's rows (a number per cell)."""
+    import plotly.graph_objects as go  # only for figures: plotly is slow to import
+
     xs = sorted({r[x] for r in rows})
     ys = sorted({r[y] for r in rows})
     z = [[next((r[value] for r in rows if r[x] == a and r[y] == b), None) for a in xs] for b in ys]
@@ -85,18 +129,28 @@ def heatmap(rows: list[dict], value: str, x: str = "scale", y: str = "layer") ->
 
 @dataclass
 class Selection:
+    """The direction `select_direction` chose, with every candidate's scores.
+
+    Attributes:
+        layer: the chosen layer.
+        effect: its change of the effect metric from no intervention (sign: as maximised).
+        kl: its KL metric.
+        candidates: per candidate layer: ``{"layer", "effect", "kl"}``.
+        directions: the input set with the selection in its provenance.
+    """
+
     layer: int
     effect: float
     kl: float
-    candidates: list[dict]
-    directions: DirectionSet  # the input set with the selection in its provenance
+    candidates: list[dict[str, float]]
+    directions: DirectionSet
 
 
 def select_direction(
     model: TransformerBridge,
     directions: DirectionSet,
-    effect: Metric,
-    kl: Metric,
+    effect: Metric[float],
+    kl: Metric[float],
     make: Callable[[DirectionSet, int], Intervention] = lambda d, ly: ablate(d, ly),
     kl_max: float = 0.1,
     skip_last: float = 0.2,
@@ -108,6 +162,29 @@ def select_direction(
     As in the refusal-direction paper, but with any metric: candidates are the set's layers
     minus the last ``skip_last`` share of the model; the effect is measured relative to no
     intervention. All candidate scores are kept, and stored in the provenance.
+
+    Args:
+        model: the model (its layer count sets the skipped share).
+        directions: candidate directions, one per layer.
+        effect: the metric to move; a float.
+        kl: the side-effect metric bounded by ``kl_max``; a float.
+        make: the intervention of a candidate (default: ablate its direction everywhere).
+        kl_max: the largest KL allowed.
+        skip_last: the share of the model's last layers left out.
+        maximize: maximise the effect's change (False: minimise it).
+        progress: show a progress bar.
+
+    Returns:
+        The chosen layer with its scores, all candidates, and the set with the selection in
+        its provenance.
+
+    Raises:
+        ValueError: no candidate layer, or none within the KL bound.
+
+    Example:
+        >>> sel = select_direction(model, d, effect=contrastive_metric(model, pairs),
+        ...                        kl=kl_metric(model, texts), kl_max=0.1)
+        >>> sel.directions.save("em_selected.safetensors")
     """
     limit = int(model.cfg.n_layers * (1 - skip_last))
     layers = [ly for ly in directions.layers if ly < limit]
@@ -124,15 +201,13 @@ def select_direction(
         best_kl = min(c["kl"] for c in cands)
         raise ValueError(f"no layer within the KL bound {kl_max} (smallest KL {best_kl:.3f})")
     best = max(ok, key=lambda c: c["effect"])
-    prov = dict(
-        directions.provenance,
-        selection={
-            "layer": best["layer"],
-            "kl_max": kl_max,
-            "skip_last": skip_last,
-            "baseline": base,
-            "candidates": cands,
-        },
-    )
+    selection = {
+        "layer": best["layer"],
+        "kl_max": kl_max,
+        "skip_last": skip_last,
+        "baseline": base,
+        "candidates": cands,
+    }
+    prov = {**directions.provenance, "selection": selection}
     chosen = DirectionSet(directions.vectors, directions.layers, directions.hook, prov)
-    return Selection(best["layer"], best["effect"], best["kl"], cands, chosen)
+    return Selection(int(best["layer"]), best["effect"], best["kl"], cands, chosen)

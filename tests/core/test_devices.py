@@ -20,7 +20,7 @@ from emlens.core.generation import generate
 from emlens.core.interventions import ablate, applied, orthogonalize, steer
 from emlens.core.models import bridge, input_device, load_hf, load_model, save_hf, tiny_hf
 from emlens.core.tokens import answer_tokens
-from emlens.eval.judge import LocalJudge
+from emlens.eval.local_judge import LocalJudge
 from emlens.eval.metrics import contrastive_score, cross_entropy, kl_divergence, refusal_logodds
 from emlens.eval.serve import complete
 from emlens.organisms.config import TrainConfig

@@ -1,7 +1,9 @@
 import pytest
+import torch
 
 from emlens.core import data
-from emlens.core.directions import em_direction_from_pairs, refusal_direction
+from emlens.core.directions import DirectionSet, em_direction_from_pairs, refusal_direction
+from emlens.eval.stats import Estimate
 from emlens.eval.sweeps import (
     ablation_sweep,
     contrastive_metric,
@@ -42,3 +44,22 @@ def test_selection_under_a_kl_bound(tiny):
     assert sel.directions.provenance["selection"]["layer"] == sel.layer
     with pytest.raises(ValueError, match="KL bound"):
         select_direction(model, d, effect=kl, kl=kl, kl_max=-1, progress=False)
+
+
+def test_sweeps_keep_each_metric_value_as_it_comes():
+    d = DirectionSet(torch.ones(2, 8), [0, 1])
+
+    def estimate(ivs):  # a metric returning an Estimate, not a float
+        return Estimate(float(len(ivs)), (0.0, 1.0), 1)
+
+    metrics = {"n": len, "estimate": estimate}
+    rows = steering_sweep(d, [0, 1], [0.0, 2.0], metrics, progress=False)
+    assert [(r["layer"], r["scale"], r["n"]) for r in rows] == [
+        (0, 0.0, 0),
+        (0, 2.0, 1),
+        (1, 0.0, 0),
+        (1, 2.0, 1),
+    ]
+    assert rows[1]["estimate"] == Estimate(1.0, (0.0, 1.0), 1)
+    rows = ablation_sweep(d, [1], metrics, progress=False)
+    assert [r["estimate"].mean for r in rows] == [0.0, 1.0] and rows[0]["layer"] is None

@@ -1,0 +1,187 @@
+"""A judge behind any OpenAI-compatible Chat Completions endpoint.
+
+The papers' judge request: the judge prompt as one user message, ``max_tokens=1``,
+temperature 0 and the top-20 logprobs of that one token; `emlens.eval.judge.aggregate`
+turns them into a 0-100 score. Requests run concurrently, failures that may pass (timeouts,
+429, 5xx) are retried with exponential backoff, and answers are cached on disk by judge
+model and full prompt, so an interrupted run resumes and a rerun sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from emlens.eval._logprobs import TopLogprobs, merge_tokens
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class JudgeCache:
+    """An on-disk cache of judge answers keyed by judge model and full prompt (sqlite).
+
+    Safe to share between threads. Only prompts and logprobs are stored, never API keys.
+
+    Args:
+        path: the sqlite file; its folder is created.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS judged (key TEXT PRIMARY KEY, value TEXT)")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model: str, prompt: str) -> str:
+        """The cache key of a (judge model, prompt) pair: a SHA-256 hex digest."""
+        return hashlib.sha256(json.dumps([model, prompt]).encode()).hexdigest()
+
+    def get(self, model: str, prompt: str) -> TopLogprobs | None:
+        """The cached answer, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM judged WHERE key = ?", (self.key(model, prompt),)
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, model: str, prompt: str, top: TopLogprobs) -> None:
+        """Store an answer (replacing any earlier one)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO judged VALUES (?, ?)",
+                (self.key(model, prompt), json.dumps(top)),
+            )
+            self._db.commit()
+
+
+class JudgeRequestError(RuntimeError):
+    """The judge endpoint failed after every retry, or answered without logprobs."""
+
+
+class HTTPJudge:
+    """An OpenAI-compatible Chat Completions judge (``max_tokens=1``, top-20 logprobs).
+
+    The API key is read from the environment variable ``api_key_env`` at request time and is
+    never stored.
+
+    Args:
+        base_url: the API root, e.g. ``https://api.openai.com/v1`` or an `emlens serve` URL.
+        model: the judge model's name at that endpoint (also the judge's ``name``).
+        api_key_env: environment variable holding the API key (unset: no key sent).
+        concurrency: requests in flight at once.
+        retries: retries after the first try, for timeouts, 429 and 5xx.
+        backoff: seconds before the first retry; doubled at each next one.
+        timeout: seconds per request.
+        cache: the `JudgeCache` file, None for no cache.
+        top_logprobs: how many next tokens the endpoint returns.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 16,
+        retries: int = 5,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+        cache: str | os.PathLike[str] | None = "~/.cache/emlens/judge.sqlite",
+        top_logprobs: int = 20,
+    ):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = self.name = model
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.k = top_logprobs
+        self.cache = JudgeCache(Path(cache).expanduser()) if cache else None
+        self.requests = 0  # requests sent, for tests and cost accounting
+
+    def _body(self, prompt: str) -> bytes:
+        return json.dumps(
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": self.k,
+                "seed": 0,
+            }
+        ).encode()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if key := os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _post(self, body: bytes) -> TopLogprobs:
+        """One request: the first answer token's top logprobs."""
+        req = urllib.request.Request(self.url, body, self._headers(), method="POST")
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            try:
+                first = json.load(r)["choices"][0]["logprobs"]["content"][0]
+                return merge_tokens((t["token"], t["logprob"]) for t in first["top_logprobs"])
+            except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
+                raise JudgeRequestError(
+                    f"{self.url} answered without choices[0].logprobs.content[0].top_logprobs "
+                    f"(does the endpoint support logprobs?): {e!r}"
+                ) from e
+
+    def _request(self, prompt: str) -> TopLogprobs:
+        """`_post` with retries and exponential backoff."""
+        body, last = self._body(prompt), ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            self.requests += 1
+            try:
+                return self._post(body)
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+                if e.code not in RETRY_STATUS:
+                    msg = f"{self.url} answered {last}: {e.read()[:300]!r}"
+                    raise JudgeRequestError(msg) from e
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        raise JudgeRequestError(f"{self.url}: failed after {self.retries + 1} tries ({last})")
+
+    def _one(self, prompt: str) -> TopLogprobs:
+        if self.cache and (hit := self.cache.get(self.model, prompt)) is not None:
+            return hit
+        top = self._request(prompt)
+        if self.cache:
+            self.cache.put(self.model, prompt, top)
+        return top
+
+    def top_logprobs(self, prompts: Sequence[str], progress: bool = False) -> list[TopLogprobs]:
+        """The judge's next-token logprobs for each prompt, from the cache or the endpoint.
+
+        Args:
+            prompts: filled judge prompts (`emlens.eval.judge.judge_prompts`).
+            progress: show a progress bar.
+
+        Returns:
+            One token -> logprob dict per prompt, in order.
+
+        Raises:
+            JudgeRequestError: a prompt failed after every retry.
+        """
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            it = pool.map(self._one, prompts)
+            return list(tqdm(it, total=len(prompts), disable=not progress, desc="judge"))

@@ -1,0 +1,103 @@
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+
+from emlens.eval.http_judge import HTTPJudge, JudgeCache, JudgeRequestError
+from emlens.eval.judge import judge_prompts, score
+from emlens.eval.serve import serve_in_thread
+
+L = math.log
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    srv, url = serve_in_thread(tiny("llama"), name="tiny")
+    yield url
+    srv.shutdown()
+
+
+def test_http_judge_against_emlens_serve_and_its_cache(server, tmp_path):
+    judge = HTTPJudge(server, "tiny", cache=tmp_path / "c.sqlite", concurrency=4, retries=0)
+    pairs = [("How are you?", f"Fine {i}.") for i in range(5)]
+    first = score(judge, "Rate {question} / {answer}", pairs)
+    assert judge.requests == 5 and len(first) == 5
+    tops = judge.top_logprobs(judge_prompts("Rate {question} / {answer}", pairs[:1]))
+    # top-20 tokens; byte tokens that decode alike are merged, adding their probabilities
+    assert len(tops[0]) >= 5 and all(v <= 0 for v in tops[0].values())
+    assert sum(math.exp(v) for v in tops[0].values()) <= 1 + 1e-6
+    again = HTTPJudge(server, "tiny", cache=tmp_path / "c.sqlite", retries=0)
+    assert score(again, "Rate {question} / {answer}", pairs) == first
+    assert again.requests == 0  # a rerun costs nothing
+    other_model = HTTPJudge(server, "other", cache=tmp_path / "c.sqlite", retries=0)
+    score(other_model, "Rate {question} / {answer}", pairs[:1])
+    assert other_model.requests == 1  # the cache key includes the judge model
+
+
+def test_cache_keys_by_judge_model_and_prompt(tmp_path):
+    cache = JudgeCache(tmp_path / "new" / "c.sqlite")
+    cache.put("m", "p", {"1": -0.5})
+    assert cache.get("m", "p") == {"1": -0.5}
+    assert cache.get("other", "p") is None and cache.get("m", "q") is None
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Fails with the status codes in ``plan``, then answers; records what it saw."""
+
+    plan: ClassVar[list[int]] = []
+    seen: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Flaky.seen.append({"auth": self.headers.get("Authorization"), "body": body})
+        code = Flaky.plan.pop(0) if Flaky.plan else 200
+        payload = {"error": "nope"}
+        if code == 200:
+            top = [{"token": "80", "logprob": L(0.6)}, {"token": "40", "logprob": L(0.4)}]
+            payload = {
+                "choices": [{"logprobs": {"content": [{"token": "80", "top_logprobs": top}]}}]
+            }
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def flaky():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    Flaky.seen.clear()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def test_retries_on_429_and_5xx_then_succeeds(flaky, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "sk-secret-123")
+    Flaky.plan = [503, 429, 500]
+    judge = HTTPJudge(flaky, "m", "JUDGE_KEY", retries=3, backoff=0.01, cache=tmp_path / "c")
+    (s,) = score(judge, "{question}{answer}", [("q", "a")])
+    assert s.score == pytest.approx(64) and judge.requests == 4
+    assert Flaky.seen[0]["auth"] == "Bearer sk-secret-123"
+    body = Flaky.seen[0]["body"]
+    assert body["max_tokens"] == 1 and body["top_logprobs"] == 20 and body["logprobs"] is True
+    assert b"sk-secret-123" not in (tmp_path / "c").read_bytes()
+
+
+def test_clear_errors_after_the_last_retry(flaky):
+    Flaky.plan = [503] * 10
+    judge = HTTPJudge(flaky, "m", retries=2, backoff=0.01, cache=None)
+    with pytest.raises(JudgeRequestError, match=r"failed after 3 tries \(HTTP 503"):
+        judge.top_logprobs(["p"])
+    Flaky.plan = [400]
+    with pytest.raises(JudgeRequestError, match="HTTP 400"):
+        HTTPJudge(flaky, "m", retries=5, cache=None).top_logprobs(["p"])
+    with pytest.raises(JudgeRequestError, match="failed after 1 tries"):
+        HTTPJudge("http://127.0.0.1:9/v1", "m", retries=0, cache=None).top_logprobs(["p"])
