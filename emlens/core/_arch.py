@@ -8,7 +8,10 @@ Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2) and Gemm
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
@@ -22,14 +25,25 @@ ATTN_OUT, MLP_OUT = "o_proj", "down_proj"
 POST_NORMS = ("ln1_post", "ln2_post")
 
 
+def hf_model(model: TransformerBridge) -> PreTrainedModel:
+    """The HF model a bridge wraps (its modules are shared, not copied)."""
+    return cast(PreTrainedModel, model.original_model)
+
+
 def decoder(hf: PreTrainedModel) -> torch.nn.Module:
     """The decoder stack of a causal LM (embeddings, blocks, final norm; no unembedding)."""
-    return hf.get_decoder() if hasattr(hf, "get_decoder") else hf.model
+    inner = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.model
+    return cast(torch.nn.Module, inner)
 
 
 def blocks(hf: PreTrainedModel) -> torch.nn.ModuleList:
     """The transformer blocks of a causal LM, in order."""
-    return decoder(hf).layers
+    return cast(torch.nn.ModuleList, decoder(hf).layers)
+
+
+def embed_weight(hf: PreTrainedModel) -> Float[Tensor, "vocab d_model"]:
+    """The token embedding matrix: its rows are the stream's first values."""
+    return cast(Tensor, hf.get_input_embeddings().weight)
 
 
 def writers(hf: PreTrainedModel, layer: int) -> tuple[torch.nn.Linear, torch.nn.Linear]:
@@ -42,8 +56,10 @@ def head_out_weights(
     model: TransformerBridge, layer: int
 ) -> Float[Tensor, "n_heads d_head d_model"]:
     """Each head's rows of the attention output projection of block ``layer``."""
-    w = writers(model.original_model, layer)[0].weight  # [d_model, n_heads * d_head]
-    return w.T.reshape(model.cfg.n_heads, -1, w.shape[0])
+    w = writers(hf_model(model), layer)[0].weight
+    return rearrange(
+        w, "d_model (n_heads d_head) -> n_heads d_head d_model", n_heads=model.cfg.n_heads
+    )
 
 
 def has_post_norms(model: TransformerBridge) -> bool:
@@ -67,7 +83,7 @@ def unembed(
     hf: PreTrainedModel, hidden: Float[Tensor, "... d_model"]
 ) -> Float[Tensor, "... vocab"]:
     """Logits from final hidden states: ``lm_head``, then Gemma 2's soft-cap where set."""
-    logits = hf.get_output_embeddings()(hidden)
+    logits: Tensor = hf.get_output_embeddings()(hidden)
     cap = getattr(hf.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap

@@ -8,29 +8,45 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 
 
 def _unit(v: Tensor) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True)
+    return torch.div(v, v.norm(dim=-1, keepdim=True))
 
 
 def cosine_per_layer(a: DirectionSet, b: DirectionSet) -> Float[Tensor, " n_layers"]:
-    """cos(a[l], b[l]) for each layer the two sets share (in ``a``'s layer order)."""
+    """cos(a[l], b[l]) for each layer the two sets share, in ``a``'s layer order.
+
+    Args:
+        a: A direction set.
+        b: A direction set of the same width; only the layers it shares with ``a`` count.
+
+    Returns:
+        One cosine per shared layer (a zero vector at a shared layer is an error).
+
+    Example:
+        >>> cosine_per_layer(em_dir, refusal)  # compare with random_null(em_dir.d_model)
+        tensor([0.12, 0.31, ...])
+    """
     if a.d_model != b.d_model:
         raise ValueError(f"cannot compare d_model {a.d_model} with {b.d_model}")
     shared = [layer for layer in a.layers if layer in b.layers]
     if not shared:
         raise ValueError(f"no shared layers: {a.layers} vs {b.layers}")
+    a.check_nonzero(shared, "a cosine")
+    b.check_nonzero(shared, "a cosine")
     va = torch.stack([a.at(layer) for layer in shared])
     vb = torch.stack([b.at(layer) for layer in shared])
     return (_unit(va) * _unit(vb)).sum(-1)
 
 
 def cosine_matrix(a: DirectionSet, b: DirectionSet) -> Float[Tensor, "layers_a layers_b"]:
-    """cos(a[i], b[j]) for every pair of layers."""
+    """cos(a[i], b[j]) for every pair of layers (no vector may be zero)."""
     if a.d_model != b.d_model:
         raise ValueError(f"cannot compare d_model {a.d_model} with {b.d_model}")
+    a.check_nonzero(use="a cosine")
+    b.check_nonzero(use="a cosine")
     return _unit(a.vectors) @ _unit(b.vectors).T
 
 

@@ -1,11 +1,12 @@
 """Interventions as plain data, applied to a model by one context manager.
 
-- :class:`Steer`: add ``scale * vector`` to the residual stream at chosen layers, at every
+- ``Steer``: add ``scale * vector`` to the residual stream at chosen layers, at every
   position or only at generated positions.
-- :class:`Ablate`: project one direction (or the span of several) out of every residual stream
+- ``Ablate``: project one direction (or the span of several) out of every residual stream
   activation: each block's input and each attention/MLP output that writes to the stream
-  (Arditi et al. 2024's directional ablation).
-- :func:`orthogonalize`: the weight edit equivalent to :class:`Ablate` (a new model).
+  (Arditi et al. 2024's directional ablation), at every layer or at chosen ones; or, layer by
+  layer, each layer's own direction at that layer only.
+- ``orthogonalize``: the weight edit equivalent to an every-layer ``Ablate`` (a new model).
 
 Being data, a spec can be saved, printed, or translated to another backend.
 """
@@ -14,22 +15,30 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.core._arch import embed_weight, has_post_norms, hf_model, writer_hooks, writers
 from emlens.core.activations import RESID_POST, check_layers
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
+from emlens.core.models import bridge
+
+HookFn = Callable[..., Tensor | None]  # TransformerLens calls fn(activation, hook=point)
+Hook = tuple[str, HookFn]
 
 
 @dataclass(frozen=True)
 class Steer:
-    """Add ``scale * vectors[i]`` at ``hook`` of ``layers[i]``."""
+    """Add ``scale * vectors[i]`` at ``hook`` of ``layers[i]``, at all or generated positions.
+
+    Build one with ``steer``; apply it with ``applied`` or ``generate``.
+    """
 
     vectors: Float[Tensor, "n_layers d_model"]
     layers: tuple[int, ...]
@@ -37,7 +46,7 @@ class Steer:
     positions: Literal["all", "generated"] = "all"
     hook: str = RESID_POST
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.positions not in ("all", "generated"):
             raise ValueError(f"positions must be 'all' or 'generated', not {self.positions!r}")
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.layers):
@@ -46,20 +55,43 @@ class Steer:
 
 @dataclass(frozen=True)
 class Ablate:
-    """Project the span of ``directions`` out of the residual stream at every layer."""
+    """Project directions out of the residual stream (block inputs and block outputs).
+
+    With ``per_layer=False``, the span of the rows of ``directions`` is removed at every layer
+    of ``layers`` (``None``: every layer, the paper's definition). With ``per_layer=True``,
+    row ``i`` is removed at ``layers[i]`` only (layer-wise ablation). Build one with ``ablate``.
+    """
 
     directions: Float[Tensor, "k d_model"]
-    layers: tuple[int, ...] | None = None  # None: every layer (the paper's definition)
+    layers: tuple[int, ...] | None = None
+    per_layer: bool = False
+
+    def __post_init__(self) -> None:
+        rows = self.directions.reshape(-1, self.directions.shape[-1]).shape[0]
+        if self.per_layer and (self.layers is None or len(self.layers) != rows):
+            raise ValueError(
+                f"a per-layer Ablate needs one direction per layer: got {rows} directions "
+                f"for layers {self.layers}"
+            )
 
     def basis(self) -> Float[Tensor, "d_model k"]:
-        d = self.directions.reshape(-1, self.directions.shape[-1]).T.to(torch.float32)
-        q, r = torch.linalg.qr(d)
-        if (r.diagonal().abs() < 1e-6 * r.diagonal().abs().max()).any():
-            raise ValueError("ablation directions are linearly dependent")
-        return q
+        """An orthonormal basis of the span of ``directions`` (not for per-layer ablation)."""
+        if self.per_layer:
+            raise ValueError("a per-layer Ablate has one direction per layer, not one span")
+        return _orthonormal(self.directions)
 
 
 Intervention = Steer | Ablate
+
+
+def _orthonormal(directions: Tensor) -> Float[Tensor, "d_model k"]:
+    d = directions.reshape(-1, directions.shape[-1]).T.to(torch.float32)
+    if not torch.isfinite(d).all() or (d.norm(dim=0) == 0).any():
+        raise ValueError("ablation directions must be finite and non-zero")
+    q, r = cast(tuple[Tensor, Tensor], torch.linalg.qr(d))
+    if (r.diagonal().abs() < 1e-6 * r.diagonal().abs().max()).any():
+        raise ValueError("ablation directions are linearly dependent")
+    return q
 
 
 def steer(
@@ -68,35 +100,71 @@ def steer(
     scale: float,
     positions: Literal["all", "generated"] = "all",
 ) -> Steer:
-    """Steer with ``directions`` at ``layers`` (each layer its own vector)."""
+    """Steer with ``directions`` at ``layers``, each layer with its own vector.
+
+    Args:
+        directions: A set holding a non-zero vector for every layer in ``layers``.
+        layers: One layer or several.
+        scale: The multiple of each vector to add (vectors are not normalized first).
+        positions: ``"all"`` positions, or only ``"generated"`` ones (needs ``generate``).
+
+    Returns:
+        A ``Steer`` to pass to ``applied`` or ``generate``.
+
+    Example:
+        >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
+        ...     logits = model(tokens)
+    """
     layers = [layers] if isinstance(layers, int) else list(layers)
+    directions.check_nonzero(layers, "steer")
     vecs = torch.stack([directions.at(layer) for layer in layers])
     return Steer(vecs, tuple(layers), float(scale), positions, directions.hook)
 
 
-def ablate(direction: DirectionSet | Tensor, layer: int | None = None) -> Ablate:
-    """Ablate one direction everywhere: a tensor [d] or [k, d], or a set's vector at ``layer``."""
+def ablate(
+    direction: DirectionSet | Tensor,
+    layer: int | None = None,
+    layers: Sequence[int] | None = None,
+) -> Ablate:
+    """Directional ablation of one direction (or a span), everywhere or layer by layer.
+
+    Args:
+        direction: A tensor ``[d_model]`` or ``[k, d_model]`` (ablate its span), or a set.
+        layer: With a set, the layer whose direction to ablate (at every layer, or at
+            ``layers``).
+        layers: Where to ablate (default: every layer). With a set and no ``layer``: each
+            listed layer's own direction, at that layer only.
+
+    Returns:
+        One ``Ablate`` to pass to ``applied``, ``generate`` or (every layer) ``orthogonalize``.
+
+    Example:
+        >>> everywhere = ablate(em_dir, layer=15)  # L15's direction at every layer
+        >>> early = ablate(em_dir, layer=15, layers=[3, 4])  # L15's direction at 3 and 4
+        >>> layerwise = ablate(em_dir, layers=[10, 12])  # L10's at 10, L12's at 12
+    """
+    where = None if layers is None else tuple(int(ly) for ly in layers)
+    if where == ():
+        raise ValueError("layers is empty: give the layers to ablate at, or None for all")
     if isinstance(direction, DirectionSet):
+        if layer is None and where is None:
+            raise ValueError(
+                "give layer= (that layer's direction, ablated at every layer or at layers=) "
+                "or layers= (each layer's own direction, at that layer only)"
+            )
+        direction.check_nonzero([layer] if layer is not None else where, "ablate")
         if layer is None:
-            raise ValueError("give the layer whose direction to ablate (it is ablated everywhere)")
+            vecs = torch.stack([direction.at(ly) for ly in where or ()])
+            return Ablate(vecs, where, per_layer=True)
         direction = direction.at(layer)
+    elif layer is not None:
+        raise ValueError("layer= picks a DirectionSet's direction; this is a tensor")
     if not torch.isfinite(direction).all() or direction.norm() == 0:
         raise ValueError("ablation direction must be finite and non-zero")
-    return Ablate(direction.reshape(-1, direction.shape[-1]).float())
+    return Ablate(direction.reshape(-1, direction.shape[-1]).float(), where)
 
 
-def writer_hooks(model: TransformerBridge, layer: int) -> list[str]:
-    """Hook points whose outputs a block adds to the residual stream (after any post-norm)."""
-    names = []
-    for part, post in (("attn", "ln1_post"), ("mlp", "ln2_post")):
-        post_name = f"blocks.{layer}.{post}.hook_out"
-        names.append(
-            post_name if post_name in model.hook_dict else f"blocks.{layer}.hook_{part}_out"
-        )
-    return names
-
-
-def _like(t: Tensor, act: Tensor, cache: dict) -> Tensor:
+def _like(t: Tensor, act: Tensor, cache: dict[tuple[torch.device, torch.dtype], Tensor]) -> Tensor:
     """``t`` on ``act``'s device and in its dtype, converted once per (device, dtype): the
     layers of a model split over GPUs see activations on different devices."""
     key = (act.device, act.dtype)
@@ -110,53 +178,67 @@ def _check_width(model: TransformerBridge, v: Tensor) -> None:
         raise ValueError(f"intervention width {v.shape[-1]} != model d_model {model.cfg.d_model}")
 
 
-def _steer_hooks(model: TransformerBridge, s: Steer, prompt_len: int | None):
+def _adder(add: Tensor, prompt_len: int | None) -> HookFn:
+    """A hook adding ``add`` at every position, or (``prompt_len`` set) after the prompt."""
+    seen = {"end": 0}
+    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def fn(act: Tensor, **_: object) -> Tensor:
+        vec = _like(add, act, cache)
+        if prompt_len is None:
+            return act + vec
+        # A multi-token call starts at position 0 (the prompt, or a run without KV cache);
+        # a one-token call continues after the previous one (KV cache).
+        start = 0 if act.shape[1] > 1 else seen["end"]
+        seen["end"] = start + act.shape[1]
+        pos = torch.arange(start, seen["end"], device=act.device)
+        return act + (pos >= prompt_len)[None, :, None] * vec
+
+    return fn
+
+
+def _steer_hooks(model: TransformerBridge, s: Steer, prompt_len: int | None) -> list[Hook]:
     _check_width(model, s.vectors)
     check_layers(model, s.layers)
     if s.positions == "generated" and prompt_len is None:
         raise ValueError("positions='generated' needs the prompt length (use emlens.generate)")
-    hooks = []
-    for v, layer in zip(s.vectors, s.layers):
-        add = (s.scale * v).float()
-        seen: dict = {"end": 0}
-        cache: dict = {}
-
-        def fn(act: Tensor, hook=None, add=add, seen=seen, cache=cache) -> Tensor:
-            vec = _like(add, act, cache)
-            if s.positions == "all":
-                return act + vec
-            # A multi-token call starts at position 0 (the prompt, or a run without KV cache);
-            # a one-token call continues after the previous one (KV cache).
-            start = 0 if act.shape[1] > 1 else seen["end"]
-            seen["end"] = start + act.shape[1]
-            pos = torch.arange(start, seen["end"], device=act.device)
-            return act + (pos >= prompt_len)[None, :, None] * vec
-
-        hooks.append((s.hook.format(layer=layer), fn))
-    return hooks
+    start = prompt_len if s.positions == "generated" else None
+    return [
+        (s.hook.format(layer=layer), _adder((s.scale * v).float(), start))
+        for v, layer in zip(s.vectors, s.layers, strict=True)
+    ]
 
 
-def _ablate_hooks(model: TransformerBridge, a: Ablate):
-    _check_width(model, a.directions)
-    q = a.basis()
-    layers = check_layers(model, a.layers)
-    cache: dict = {}
+def _projector(q: Float[Tensor, "d_model k"]) -> HookFn:
+    """A hook removing the span of orthonormal ``q`` from an activation."""
+    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
-    def fn(act: Tensor, hook=None) -> Tensor:
+    def fn(act: Tensor, **_: object) -> Tensor:
         qq = _like(q, act, cache)
         return act - (act @ qq) @ qq.T
 
-    names = []
-    for layer in layers:
-        names += [f"blocks.{layer}.hook_resid_pre", *writer_hooks(model, layer)]
-    return [(n, fn) for n in names]
+    return fn
+
+
+def _ablate_hooks(model: TransformerBridge, a: Ablate) -> list[Hook]:
+    _check_width(model, a.directions)
+    layers = check_layers(model, a.layers)
+    if a.per_layer:
+        fns = [_projector(_orthonormal(row)) for row in a.directions]
+    else:
+        fns = [_projector(a.basis())] * len(layers)
+    return [
+        (name, fn)
+        for layer, fn in zip(layers, fns, strict=True)
+        for name in (f"blocks.{layer}.hook_resid_pre", *writer_hooks(model, layer))
+    ]
 
 
 def hooks_for(
     model: TransformerBridge, interventions: Sequence[Intervention], prompt_len: int | None = None
-) -> list:
+) -> list[Hook]:
     """The (hook name, function) pairs that carry out ``interventions`` on ``model``."""
-    out = []
+    out: list[Hook] = []
     for iv in interventions:
         if isinstance(iv, Steer):
             out += _steer_hooks(model, iv, prompt_len)
@@ -175,8 +257,16 @@ def applied(
 ) -> Iterator[TransformerBridge]:
     """Apply ``interventions`` inside the block; hooks are removed on exit, also on errors.
 
-    Examples:
-        >>> with applied(model, [steer(em, layers=[12], scale=4.0)]):
+    Args:
+        model: The model to intervene on (changed only inside the block).
+        interventions: ``Steer`` and ``Ablate`` specs, applied together.
+        prompt_len: The padded prompt length, for steering at generated positions only.
+
+    Returns:
+        A context manager yielding ``model`` with the hooks installed.
+
+    Example:
+        >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
         ...     logits = model(tokens)
     """
     hooks = hooks_for(model, interventions, prompt_len)
@@ -184,49 +274,59 @@ def applied(
         yield model
 
 
+def _project(w: Tensor, q: Tensor, side: Literal["left", "right"] = "left") -> None:
+    """w <- (I - q q^T) w, or w (I - q q^T) for ``side="right"``, in place: computed in
+    float32 on w's device, stored in w's dtype."""
+    qq, w32 = q.to(w.device), w.float()
+    out = w32 - qq @ (qq.T @ w32) if side == "left" else w32 - (w32 @ qq) @ qq.T
+    w.copy_(out.to(w.dtype))
+
+
 @torch.no_grad()
 def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> TransformerBridge:
     """A new model whose weights cannot write ``direction`` into the residual stream.
 
     Embedding, attention output and MLP output matrices (and biases) are projected:
-    W <- (I - r r^T) W. Equivalent to :class:`Ablate` for pre-norm blocks (Llama, Qwen2,
-    Mistral); not for sandwich-norm blocks (Gemma 2/3), which raise. Each weight is projected
-    on its own device in float32 and cast back to its dtype; the new bridge runs where the
-    model does. Save it for other engines with :func:`emlens.core.models.save_hf`.
+    W <- (I - r r^T) W. Equivalent to an every-layer ``Ablate`` for pre-norm blocks (Llama,
+    Qwen2, Mistral); sandwich-norm blocks (Gemma 2/3) raise. Each weight is projected on its
+    own device in float32 and cast back to its dtype; the new bridge runs where the model does.
+
+    Args:
+        model: The model to copy; it is left unchanged.
+        direction: A tensor ``[d_model]`` or ``[k, d_model]``, or an every-layer ``Ablate``.
+
+    Returns:
+        A new bridge; save it for other engines with ``emlens.save_hf``.
+
+    Example:
+        >>> edited = orthogonalize(model, em_dir.at(15))
+        >>> save_hf(edited, "runs/em-ablated")
     """
-    from emlens.core.models import bridge
-
-    a = direction if isinstance(direction, Ablate) else Ablate(direction.reshape(1, -1))
-    if a.layers is not None:
-        raise ValueError("weight orthogonalisation ablates every layer; layers must be None")
-    _check_width(model, a.directions)
-    if any("ln1_post" in n for n in model.hook_dict):
+    a = direction if isinstance(direction, Ablate) else ablate(direction)
+    if a.per_layer or a.layers is not None:
         raise ValueError(
-            "this architecture normalises block outputs before the residual add (Gemma 2/3): "
-            "weight orthogonalisation is not equivalent there; use Ablate hooks"
+            "weight orthogonalization ablates at every layer: layers must be None and the "
+            "ablation not per-layer (use applied(model, [ablate(...)]) for those)"
         )
-    hf = copy.deepcopy(model.original_model)
+    _check_width(model, a.directions)
+    if has_post_norms(model):
+        raise ValueError(
+            "this architecture normalizes block outputs before the residual add (Gemma 2/3): "
+            "weight orthogonalization is not equivalent there; use Ablate hooks"
+        )
+    hf = copy.deepcopy(hf_model(model))
     q = a.basis()  # [d_model, k], orthonormal, float32
-
-    def project(w: Tensor, side: str = "left") -> None:
-        """w <- (I - q q^T) w, or w (I - q q^T) for ``side="right"``, in place: computed in
-        float32 on w's device, stored in w's dtype."""
-        qq, w32 = q.to(w.device), w.float()
-        out = w32 - qq @ (qq.T @ w32) if side == "left" else w32 - (w32 @ qq) @ qq.T
-        w.copy_(out.to(w.dtype))
-
-    inner = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.model
-    if hf.get_output_embeddings() is not None and hf.config.tie_word_embeddings:
+    out = hf.get_output_embeddings()
+    if out is not None and hf.config.tie_word_embeddings:
         # Untie: the unembedding reads the stream and must stay as it was.
-        out = hf.get_output_embeddings()
         out.weight = torch.nn.Parameter(out.weight.detach().clone())
         hf.config.tie_word_embeddings = False
-    project(inner.embed_tokens.weight, "right")  # [vocab, d_model]: rows are written
-    for layer in inner.layers:
-        for lin in (layer.self_attn.o_proj, layer.mlp.down_proj):
-            project(lin.weight)  # [d_model, d_in]
+    _project(embed_weight(hf), q, "right")  # [vocab, d_model]: rows are written
+    for layer in range(model.cfg.n_layers):
+        for lin in writers(hf, layer):
+            _project(lin.weight, q)  # [d_model, d_in]
             if lin.bias is not None:
-                project(lin.bias)
+                _project(lin.bias, q)
     return bridge(
         hf, model.tokenizer, f"{getattr(model.cfg, 'model_name', 'model')}+orthogonalized"
     )

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
-from emlens.core.directions import DirectionSet, refusal_direction
+from emlens.core.direction_set import DirectionSet
+from emlens.core.directions import refusal_direction
 
 
 def test_cosines_of_known_vectors():
@@ -18,6 +19,12 @@ def test_cosines_of_known_vectors():
         cosine_per_layer(a, DirectionSet(torch.ones(1, 3), [5]))
     with pytest.raises(ValueError, match="d_model"):
         cosine_per_layer(a, DirectionSet(torch.ones(2, 4), [0, 1]))
+    zero_at_1 = DirectionSet(torch.tensor([[1.0, 0, 0], [0, 0, 0]]), [0, 1])
+    with pytest.raises(ValueError, match=r"zero-norm direction at layers \[1\]"):
+        cosine_per_layer(a, zero_at_1)
+    with pytest.raises(ValueError, match="zero-norm"):
+        cosine_matrix(zero_at_1, b)
+    assert torch.allclose(cosine_per_layer(a, zero_at_1.select([0])), torch.tensor([1.0]))
 
 
 @pytest.mark.parametrize("d", [64, 576])

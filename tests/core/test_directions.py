@@ -49,7 +49,7 @@ def test_refusal_direction_uses_post_instruction_positions(tiny):
     d = refusal_direction(model, harmful, harmless, positions=1, progress=False)
     want = []
     for text in (harmful[0], harmless[0]):
-        ids, mask = post_instruction_tokens(tok, text, k=1)
+        ids, _ = post_instruction_tokens(tok, text, k=1)
         _, cache = model.run_with_cache(torch.tensor([ids]))
         want.append(torch.stack([cache[f"blocks.{ly}.hook_resid_post"][0, -1] for ly in range(3)]))
     assert torch.allclose(d.vectors, want[0] - want[1], atol=1e-5)
@@ -79,7 +79,7 @@ def test_save_load_round_trip_and_model_checks(tiny, tmp_path):
 
 def test_invalid_vectors_and_empty_data(tiny):
     with pytest.raises(ValueError, match="zero-norm"):
-        DirectionSet(torch.zeros(2, 4), [0, 1])
+        DirectionSet(torch.zeros(2, 4), [0, 1]).unit()
     with pytest.raises(ValueError, match="NaN"):
         DirectionSet(torch.tensor([[math.nan, 1.0]]), [0])
     with pytest.raises(ValueError, match="one row per layer"):
@@ -90,3 +90,69 @@ def test_invalid_vectors_and_empty_data(tiny):
         em_direction(tiny("llama"), [], [Conversation("q", "a")])
     with pytest.raises(KeyError, match="no direction for layer 7"):
         DirectionSet(torch.ones(1, 4), [0]).at(7)
+
+
+def _set(rows, layers=(0, 1), **prov):
+    return DirectionSet(torch.tensor(rows, dtype=torch.float32), list(layers), provenance=prov)
+
+
+def test_arithmetic_gives_direction_sets_with_their_provenance():
+    a = _set([[1.0, 2.0], [3.0, 4.0]], kind="em", model="org", n_layers=3)
+    b = _set([[1.0, 0.0], [1.0, 1.0]], kind="em", model="base", n_layers=3)
+    for got, want in [
+        (a - b, [[0.0, 2.0], [2.0, 3.0]]),
+        (a + b, [[2.0, 2.0], [4.0, 5.0]]),
+        (2 * a, [[2.0, 4.0], [6.0, 8.0]]),
+        (a * 2, [[2.0, 4.0], [6.0, 8.0]]),
+        (a / 2, [[0.5, 1.0], [1.5, 2.0]]),
+        (-a, [[-1.0, -2.0], [-3.0, -4.0]]),
+    ]:
+        assert isinstance(got, DirectionSet) and got.layers == [0, 1]
+        assert torch.equal(got.vectors, torch.tensor(want))
+    diff = a - b
+    assert diff.provenance["operation"] == "subtract"
+    assert diff.provenance["operands"] == [a.provenance, b.provenance]
+    # what both operands say about the model is kept (check_model reads it); the rest is not
+    assert diff.provenance["n_layers"] == 3 and "model" not in diff.provenance
+    assert "kind" not in diff.provenance
+    scaled = 3 * a
+    assert scaled.provenance["operation"] == "multiply" and scaled.provenance["by"] == 3
+    assert (a / 4).provenance["operation"] == "divide"
+    assert (a / 4).provenance["operands"] == [a.provenance]
+    nested = (a - b) * 2
+    assert nested.provenance["operands"][0]["operands"][1] == b.provenance
+
+
+def test_arithmetic_refuses_mismatched_sets():
+    a = _set([[1.0, 2.0], [3.0, 4.0]], kind="em")
+    with pytest.raises(ValueError, match=r"'em', \[0, 1\].*'refusal', \[0, 2\]"):
+        a - _set([[1.0, 0.0], [1.0, 1.0]], layers=(0, 2), kind="refusal")
+    other_hook = DirectionSet(a.vectors, [0, 1], "blocks.{layer}.hook_mlp_out")
+    with pytest.raises(ValueError, match="hook"):
+        a + other_hook
+    with pytest.raises(TypeError):
+        a + 1.0
+    with pytest.raises(TypeError):
+        a * a
+    with pytest.raises(ZeroDivisionError):
+        a / 0
+
+
+def test_a_zero_layer_is_a_value_until_it_is_used_as_a_direction():
+    """Organism minus base is zero below the first adapter: a set, but no unit direction."""
+    base = _set([[1.0, 2.0], [3.0, 4.0]])
+    organism = _set([[1.0, 2.0], [3.0, 5.0]])
+    change = organism - base
+    assert torch.equal(change.at(0), torch.zeros(2))
+    assert torch.equal(change.select([1]).unit().vectors, torch.tensor([[0.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"zero-norm direction at layers \[0\]"):
+        change.unit()
+    change.check_nonzero([1])
+    with pytest.raises(ValueError, match="zero-norm"):
+        change.check_nonzero([0], "steer")
+
+
+def test_unit_has_norm_one_and_records_it():
+    u = _set([[3.0, 4.0], [0.0, -2.0]], kind="em").unit()
+    assert torch.allclose(u.vectors, torch.tensor([[0.6, 0.8], [0.0, -1.0]]))
+    assert u.provenance == {"kind": "em", "normalized": True}

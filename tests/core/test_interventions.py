@@ -1,17 +1,10 @@
 import pytest
 import torch
 
-from emlens.core.directions import DirectionSet
+from emlens.core._arch import writer_hooks
+from emlens.core.direction_set import DirectionSet
 from emlens.core.generation import generate
-from emlens.core.interventions import (
-    Ablate,
-    Steer,
-    ablate,
-    applied,
-    orthogonalize,
-    steer,
-    writer_hooks,
-)
+from emlens.core.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer
 from emlens.core.models import load_model, save_hf
 from tests.conftest import FAMILIES
 
@@ -53,6 +46,96 @@ def test_ablation_leaves_no_projection_at_any_hooked_point(tiny, family):
     for n in names:
         assert (cache[n] @ u).abs().max() < 1e-4, n
     assert max((base[n] @ u).abs().max() for n in names) > 0.1  # there was something to remove
+
+
+def _points(model, layers):
+    """The hook points an ablation at ``layers`` touches: block inputs and block outputs."""
+    return [n for ly in layers for n in (f"blocks.{ly}.hook_resid_pre", *writer_hooks(model, ly))]
+
+
+def _run(model, interventions, names):
+    with applied(model, interventions):
+        _, cache = model.run_with_cache(_tokens(model), names_filter=names)
+    return cache
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ablation_of_one_layers_direction_at_chosen_layers(tiny, family):
+    """ablate(ds, layer=2, layers=[1, 2]): L2's direction at layers 1 and 2, nothing at 0."""
+    model = tiny(family)
+    ds = _direction(model)
+    u = ds.at(2) / ds.at(2).norm()
+    names = _points(model, range(model.cfg.n_layers))
+    base, cache = _run(model, [], names), _run(model, [ablate(ds, layer=2, layers=[1, 2])], names)
+    for n in _points(model, [0]):
+        assert torch.equal(cache[n], base[n]), n  # before the first ablated layer: untouched
+    for n in _points(model, [1, 2]):
+        assert (cache[n] @ u).abs().max() < 1e-4, n
+        assert (base[n] @ u).abs().max() > 0.1, n  # there was something to remove
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layerwise_ablation_removes_each_layers_own_direction_there_only(tiny, family):
+    """ablate(ds, layers=[0, 2]): L0's direction at layer 0, L2's at layer 2, layer 1 free."""
+    model = tiny(family)
+    ds = _direction(model)
+    u0, u1, u2 = (ds.at(ly) / ds.at(ly).norm() for ly in range(3))
+    iv = ablate(ds, layers=[0, 2])
+    assert iv.per_layer and iv.layers == (0, 2)
+    names = _points(model, range(model.cfg.n_layers))
+    cache = _run(model, [iv], names)
+    for n in _points(model, [0]):
+        assert (cache[n] @ u0).abs().max() < 1e-4, n
+        assert (cache[n] @ u2).abs().max() > 0.1, n  # L2's direction is not removed at layer 0
+    for n in writer_hooks(model, 1):  # layer 1 writes both directions again, unremoved
+        assert (cache[n] @ u0).abs().max() > 0.1, n
+        assert (cache[n] @ u1).abs().max() > 0.1, n
+    for n in _points(model, [2]):
+        assert (cache[n] @ u2).abs().max() < 1e-4, n
+    # one intervention, the same as one single-layer ablation per layer
+    separate = _run(
+        model, [ablate(ds, layer=0, layers=[0]), ablate(ds, layer=2, layers=[2])], names
+    )
+    for n in names:
+        assert torch.allclose(cache[n], separate[n], atol=1e-5), n
+
+
+def test_ablate_arguments(tiny):
+    model = tiny("llama")
+    ds = _direction(model)
+    everywhere = ablate(ds, layer=1)
+    assert everywhere.layers is None and not everywhere.per_layer
+    assert torch.equal(everywhere.directions, ds.at(1)[None])
+    assert ablate(ds.at(1), layers=[0]).layers == (0,)
+    with pytest.raises(ValueError, match="give layer="):
+        ablate(ds)
+    with pytest.raises(ValueError, match="tensor"):
+        ablate(ds.at(1), layer=1)
+    with pytest.raises(ValueError, match="empty"):
+        ablate(ds, layers=[])
+    zero = DirectionSet(torch.cat([torch.zeros(1, 64), ds.vectors[1:]]), ds.layers)
+    with pytest.raises(ValueError, match=r"zero-norm direction at layers \[0\]"):
+        ablate(zero, layers=[0, 1])
+    with pytest.raises(ValueError, match="zero-norm"):
+        ablate(zero, layer=0, layers=[2])
+    ablate(zero, layers=[1, 2])  # the zero layer is not used
+    with pytest.raises(ValueError, match="zero-norm"):
+        steer(zero, [0, 1], 2.0)
+    with pytest.raises(ValueError, match="one direction per layer"):
+        Ablate(ds.vectors[:2], (0,), per_layer=True)
+    with pytest.raises(ValueError, match="not one span"):
+        ablate(ds, layers=[0, 1]).basis()
+    with pytest.raises(ValueError, match="non-zero"):
+        Ablate(torch.zeros(1, 64)).basis()
+
+
+def test_orthogonalize_refuses_layer_restricted_ablation(tiny):
+    model = tiny("llama")
+    ds = _direction(model)
+    with pytest.raises(ValueError, match="per-layer"):
+        orthogonalize(model, ablate(ds, layers=[0, 1]))
+    with pytest.raises(ValueError, match="every layer"):
+        orthogonalize(model, ablate(ds, layer=1, layers=[1]))
 
 
 def test_subspace_ablation(tiny):
