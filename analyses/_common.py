@@ -114,7 +114,8 @@ def save_value(value: Any, stem: Path) -> Path:
         text = json.dumps(value, indent=1)  # a TypeError here: the stage returned neither
         return write_atomic(stem.with_name(f"{stem.name}.json"), lambda p: p.write_text(text))
     tensors = {k: v.detach().cpu().contiguous() for k, v in value.items()}
-    return write_atomic(st, lambda p: save_file(tensors, str(p), {"stage": kind}))
+    meta = {"stage": kind, "order": json.dumps(list(tensors))}  # safetensors sorts the keys
+    return write_atomic(st, lambda p: save_file(tensors, str(p), meta))
 
 
 def load_value(path: Path) -> Any:
@@ -126,7 +127,9 @@ def load_value(path: Path) -> Any:
     if "emlens" in meta:
         return eml.DirectionSet.load(path)
     tensors = load_file(str(path))
-    return tensors["tensor"] if meta.get("stage") == "tensor" else tensors
+    if meta.get("stage") == "tensor":
+        return tensors["tensor"]
+    return {k: tensors[k] for k in json.loads(meta.get("order", "[]"))} or tensors
 
 
 class Analysis:
@@ -136,6 +139,7 @@ class Analysis:
         self.script, self.args = script, args
         self.out = Path(args.out)
         self.stages = self.out / "stages"
+        self._loaded: dict[str, Any] = {}
         self._check_args()
 
     def _args(self) -> dict[str, str | None]:
@@ -208,12 +212,15 @@ class Analysis:
         return (hf if second is None else merge_adapter(hf, second)), tok  # a copy: rare
 
     def load(self, adapter: str | Path | None = None):
-        """The hooked model of :meth:`load_hf`."""
-        hf, tok = self.load_hf(adapter)
-        names = [self.args.model, *(Path(x).name for x in (self.args.adapter, adapter) if x)]
-        return bridge(hf, tok, "+".join(names))
+        """The hooked model of :meth:`load_hf`, loaded once."""
+        key = str(adapter)
+        if key not in self._loaded:
+            hf, tok = self.load_hf(adapter)
+            names = [self.args.model, *(Path(x).name for x in (self.args.adapter, adapter) if x)]
+            self._loaded[key] = bridge(hf, tok, "+".join(names))
+        return self._loaded[key]
 
-    @cached_property
+    @property
     def model(self):
         """The hooked model of the options, loaded the first time a stage needs it."""
         return self.load()

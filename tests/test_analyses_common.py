@@ -65,8 +65,9 @@ def test_stages_keep_tensors_and_direction_sets(tmp_path):
     t = torch.arange(6.0).reshape(2, 3)
     ds = DirectionSet(torch.randn(2, 4), [3, 5], provenance={"kind": "em"})
     assert torch.equal(run.stage("t", lambda: t), t)
-    got = run.stage("ts", lambda: {"a": t, "b": t[0].long()})
-    assert torch.equal(got["a"], t) and got["b"].dtype == torch.long
+    got = run.stage("ts", lambda: {"b": t, "a": t[0].long()})
+    assert list(got) == ["b", "a"]  # in the order computed
+    assert torch.equal(got["b"], t) and got["a"].dtype == torch.long
     loaded = run.stage("dirs/em", lambda: ds)
     assert isinstance(loaded, DirectionSet) and loaded.layers == [3, 5]
     assert torch.equal(loaded.vectors, ds.vectors) and loaded.provenance == {"kind": "em"}
