@@ -115,7 +115,7 @@ def test_logistic_probe_is_sklearns_fit_with_a_held_out_accuracy():
     x = torch.cat([c.positive[:, 0], c.negative[:, 0]]).double().numpy()
     y, groups = np.r_[np.ones(30), np.zeros(30)], np.r_[np.arange(30), np.arange(30)]
     ref = torch.from_numpy(LogisticRegression(C=0.5, max_iter=5000).fit(x, y).coef_[0])
-    assert float(cos(probe.vectors[0], ref)) > 1 - 1e-6
+    assert float(cos(probe.vectors[0], ref)) > 1 - 1e-4  # the same optimum, to its tolerance
     scores = []
     for fit, test in GroupKFold(n_splits=5).split(x, y, groups):
         assert not set(groups[fit]) & set(groups[test])  # a question's answers stay together
