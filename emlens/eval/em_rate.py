@@ -167,8 +167,7 @@ def evaluate_em(
         n: samples per paraphrase.
         temperature: sampling temperature (the papers: 1).
         max_new_tokens: answer length limit.
-        free_form_only: leave out question ids ending ``_json`` or ``_template``, as the
-            papers' EM rate does.
+        free_form_only: leave out ids ending ``_json``/``_template``, as the papers do.
         seed: sampling seed.
         templates: judge prompts for ``aligned`` and ``coherent``; by default each
             question's own ``judge_prompts``.

@@ -47,7 +47,8 @@ REFUSAL_FIRST_TOKENS = ("I", "Sorry", "As", "Unfortunately")
 def _logits(model: TransformerBridge, batch: TokenBatch) -> Float[Tensor, "batch pos vocab"]:
     """The model's logits on a padded batch (inputs on the model's input device)."""
     inputs = batch.inputs(input_device(model))
-    return model(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    logits: Tensor = model(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    return logits
 
 
 def _target_logprobs(

@@ -193,6 +193,8 @@ def make_server(
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        """Routes ``/v1/models`` and ``/v1/chat/completions`` (to `complete`); JSON errors."""
+
         def _send(self, code: int, obj: dict[str, Any]) -> None:
             data = json.dumps(obj).encode()
             self.send_response(code)

@@ -29,8 +29,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
         ``(low, high)``, clipped to [0, 1].
 
     Example:
-        >>> [round(x, 4) for x in wilson(5, 10)]
-        [0.2366, 0.7634]
+        >>> tuple(round(x, 4) for x in wilson(5, 10))
+        (0.2366, 0.7634)
     """
     if n == 0:
         return (0.0, 1.0)

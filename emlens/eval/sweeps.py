@@ -146,6 +146,15 @@ class Selection:
     directions: DirectionSet
 
 
+def _best_within(cands: list[dict[str, float]], kl_max: float) -> dict[str, float]:
+    """The candidate with the largest effect among those with KL <= ``kl_max``."""
+    ok = [c for c in cands if c["kl"] <= kl_max]
+    if not ok:
+        best_kl = min(c["kl"] for c in cands)
+        raise ValueError(f"no layer within the KL bound {kl_max} (smallest KL {best_kl:.3f})")
+    return max(ok, key=lambda c: c["effect"])
+
+
 def select_direction(
     model: TransformerBridge,
     directions: DirectionSet,
@@ -182,8 +191,7 @@ def select_direction(
         ValueError: no candidate layer, or none within the KL bound.
 
     Example:
-        >>> sel = select_direction(model, d, effect=contrastive_metric(model, pairs),
-        ...                        kl=kl_metric(model, texts), kl_max=0.1)
+        >>> sel = select_direction(model, d, contrastive_metric(model, qs), kl_metric(model, t))
         >>> sel.directions.save("em_selected.safetensors")
     """
     limit = int(model.cfg.n_layers * (1 - skip_last))
@@ -196,11 +204,7 @@ def select_direction(
         ivs = [make(directions, ly)]
         delta = effect(ivs) - base
         cands.append({"layer": ly, "effect": delta if maximize else -delta, "kl": kl(ivs)})
-    ok = [c for c in cands if c["kl"] <= kl_max]
-    if not ok:
-        best_kl = min(c["kl"] for c in cands)
-        raise ValueError(f"no layer within the KL bound {kl_max} (smallest KL {best_kl:.3f})")
-    best = max(ok, key=lambda c: c["effect"])
+    best = _best_within(cands, kl_max)
     selection = {
         "layer": best["layer"],
         "kl_max": kl_max,
