@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import plotly.graph_objects as go
-from plotly.io import to_html
+from plotly.io import to_html, write_images
 
 from emlens.core.compare import RandomNull
 
@@ -42,19 +43,36 @@ def norms_figure(layers: list[int], norms: dict[str, list[float]]) -> go.Figure:
     return fig
 
 
-def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
-    """Write ``fig`` as interactive HTML (plotly.js from its CDN) and, where the install
-    allows (plotly's ``kaleido`` with a Chrome), as a static PNG beside it; the files written."""
+STATIC_FORMATS = ("png", "svg", "pdf")
+
+
+def save_figure(
+    fig: go.Figure, path: str | Path, formats: Sequence[str] = STATIC_FORMATS
+) -> list[Path]:
+    """Write ``fig`` as interactive HTML and, where static export works, as images beside it.
+
+    Static export needs kaleido 1.x (``pip install "emlens[figures]"``) and a Chrome or
+    Chromium, found on the PATH or at ``BROWSER_PATH`` (Debian: ``apt-get install chromium``,
+    ``BROWSER_PATH=/usr/bin/chromium``); without them only the HTML is written.
+
+    Args:
+        fig: the figure.
+        path: where to write (any suffix is replaced: ``x.html``, ``x.png``, ...).
+        formats: static formats written beside the HTML (one browser session for all).
+
+    Returns:
+        The files written, the HTML first (plotly.js loads from its CDN).
+    """
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
-    written = [path.with_suffix(".html")]
+    images = [path.with_suffix(f".{f}") for f in formats]
     try:
-        fig.write_image(path.with_suffix(".png"))
-        written.append(path.with_suffix(".png"))
-    except (ImportError, ValueError, RuntimeError):
-        pass  # no static image export in this install
-    return written
+        if images:
+            write_images([fig] * len(images), images)
+    except (ImportError, ValueError, RuntimeError, OSError):
+        images = []  # no static image export in this install (no kaleido or no browser)
+    return [path.with_suffix(".html"), *images]
 
 
 def table_html(header: list[str], rows: list[list[object]]) -> str:

@@ -1,6 +1,10 @@
 import importlib.util
+import os
+from pathlib import Path
+from shutil import which
 
 import plotly.graph_objects as go
+import pytest
 
 from emlens.report import markdown_table, save_figure
 
@@ -11,10 +15,32 @@ def test_save_figure_writes_html_and_a_png_only_where_export_works(tmp_path):
     html = (tmp_path / "sub" / "fig.html").read_text()
     assert written[0] == tmp_path / "sub" / "fig.html"
     assert "plotly" in html and '"name":"line"' in html.replace(" ", "")
-    has_png = (tmp_path / "sub" / "fig.png").exists()
-    assert has_png == (len(written) == 2)
+    images = written[1:]  # png, svg, pdf beside the HTML, or none
+    assert [p.suffix for p in images] in ([], [".png", ".svg", ".pdf"])
+    assert all(p.exists() for p in images)
     if importlib.util.find_spec("kaleido") is None:
-        assert not has_png
+        assert not images
+
+
+def browser() -> str | None:
+    """A Chrome or Chromium kaleido can drive (BROWSER_PATH first, as kaleido reads it)."""
+    found = os.environ.get("BROWSER_PATH")
+    names = ("chromium", "chromium-browser", "google-chrome", "chrome")
+    return found if found and Path(found).exists() else next(filter(None, map(which, names)), None)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("kaleido") is None or browser() is None,
+    reason='static figures need kaleido (pip install "emlens[figures]") and a Chrome/Chromium',
+)
+def test_save_figure_writes_images_people_can_paste(tmp_path):
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[2, 3]))
+    written = save_figure(fig, tmp_path / "fig")
+    magic = {".png": b"\x89PNG", ".svg": b"<svg", ".pdf": b"%PDF"}
+    assert [p.suffix for p in written] == [".html", *magic]
+    for p in written[1:]:
+        assert p.read_bytes().startswith(magic[p.suffix]), p
+    assert save_figure(fig, tmp_path / "only", formats=["svg"])[1:] == [tmp_path / "only.svg"]
 
 
 def test_markdown_table_has_a_header_a_rule_and_one_line_per_row():
