@@ -2,9 +2,12 @@
 
 A script is three steps over this module (the refusal_direction pipeline's pattern):
 
-    run = start(__file__, __doc__, options)   # --model --adapter --device --dtype --out, its own
-    x = run.stage("x", lambda: compute(run.model))   # saved under <out>/stages/; a rerun loads it
-    render(run, x)                            # figures and tables from the saved outputs only
+    def main(run: common.Analysis) -> None:           # --model --adapter --device --dtype --out
+        x = run.stage("x", lambda: compute(run.model))  # saved in <out>/stages/; a rerun loads it
+        render(run, x)                                  # figures and tables from saved outputs only
+
+    if __name__ == "__main__":
+        main(common.start(__file__, __doc__, options))  # options(p) adds the script's own
 
 A stage's value is saved by type: a ``DirectionSet`` (its own safetensors file), a tensor or a
 dict of tensors (safetensors), anything else as JSON. Files are written to a temporary name and
@@ -189,6 +192,21 @@ class Analysis:
     def seconds(self) -> float:
         """Seconds of computing behind the saved stages (model loading not counted)."""
         return sum(self.times().values())
+
+    def meta(self, **fields: Any) -> dict[str, Any]:
+        """A result's record of how it was made: the model, ``fields``, seconds, command."""
+        seconds = round(self.seconds())
+        return {"model": self.args.model, **fields, "seconds": seconds, "command": self.command}
+
+    def made_by(self) -> str:
+        return f"Made by `{self.command}` in {round(self.seconds())} s"
+
+    def write_beside(self, result: dict[str, Any], md: list[str]) -> None:
+        """Write ``<out>.json`` and ``<out>.md`` beside the out folder (the older scripts'
+        results, which the results pages link), and print the markdown."""
+        write_json(self.beside(".json"), result, indent=2)
+        self.beside(".md").write_text("\n".join(md) + "\n")
+        print("\n".join(md))
 
     def beside(self, suffix: str) -> Path:
         """A result file next to the out folder: ``docs/results/<name><suffix>`` by default

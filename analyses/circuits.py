@@ -43,8 +43,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     a = run.args
     tok = run.model.tokenizer  # the token rows need it, so the model always loads
     pairs = eml.general_questions()[: a.n]
@@ -153,13 +152,10 @@ def render(run: common.Analysis, comps: list, scores: dict, sets: dict, ablation
     )
     title = "Components writing the EM and refusal directions"
     write_report(run.beside(".html"), title, [fig], embed_plotlyjs=False)
-    meta = {"model": a.model, "layer": a.layer, "k": a.k, "n": a.n, "seed": a.seed}
-    meta |= {"seconds": round(run.seconds()), "command": run.command}
+    meta = run.meta(layer=a.layer, k=a.k, n=a.n, seed=a.seed)
     result = {"meta": meta, **{k: v for k, v in sets.items() if k != "ablated"}, "ablation": rows}
-    common.write_json(run.beside(".json"), result, indent=2)
     md = [
-        f"Made by `{run.command}` in {meta['seconds']} s "
-        f"({a.model}, reference layer {a.layer}, k = {a.k}, {a.n} samples a side).",
+        f"{run.made_by()} ({a.model}, reference layer {a.layer}, k = {a.k}, {a.n} samples a side).",
         "",
         f"- top-{a.k} EM writers: {', '.join(result['top_em'])}",
         f"- top-{a.k} refusal writers: {', '.join(result['top_refusal'])}",
@@ -169,9 +165,8 @@ def render(run: common.Analysis, comps: list, scores: dict, sets: dict, ablation
         "",
         *markdown_table(rows),
     ]
-    run.beside(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    run.write_beside(result, md)
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

@@ -45,8 +45,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     a = run.args
     torch.manual_seed(a.seed)
     good, bad, fin = (eml.read_chat_jsonl(eml.data_path(f"narrow/{n}.jsonl")) for n in SETS)
@@ -202,4 +201,4 @@ def readme(s: dict, model: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

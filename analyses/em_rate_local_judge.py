@@ -30,8 +30,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     a = run.args
     pairs = eml.general_questions()
     fit, held = pairs[: a.n_direction], pairs[a.n_direction :]
@@ -77,20 +76,9 @@ def render(run: common.Analysis, questions, judged: dict, scores: dict) -> None:
                 "contrastive_heldout": str(bootstrap(scores[key])),
             }
         )
-    meta = {
-        "model": a.model,
-        "questions": [q.id for q in questions],
-        "n": a.samples,
-        "seconds": round(run.seconds()),
-        "command": run.command,
-    }
-    common.write_json(run.beside(".json"), {"meta": meta, "rows": rows}, indent=2)
-    md = markdown_table(rows)
-    run.beside(".md").write_text(
-        f"Made by `{meta['command']}` in {meta['seconds']} s.\n\n" + "\n".join(md) + "\n"
-    )
-    print("\n".join(md))
+    meta = run.meta(questions=[q.id for q in questions], n=a.samples)
+    run.write_beside({"meta": meta, "rows": rows}, [f"{run.made_by()}.", "", *markdown_table(rows)])
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

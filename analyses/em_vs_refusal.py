@@ -25,8 +25,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="the split halves and the shuffle")
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     pairs = eml.general_questions()
     # The random split and shuffle are fixed before any stage, so a resumed run draws the same.
     rng = random.Random(run.args.seed)
@@ -77,23 +76,15 @@ def render(run: common.Analysis, dirs: dict[str, eml.DirectionSet], n_pairs: int
         {"layer": ly, **{k: round(v[i], 4) for k, v in series.items()}}
         for i, ly in enumerate(dirs["em"].layers)
     ]
-    meta = {
-        "model": run.args.model,
-        "seed": run.args.seed,
-        "n_pairs": n_pairs,
-        "n_harmful": dirs["refusal"].provenance["n_positive"],
-        "random_null_q95": null.q95_abs,
-        "seconds": round(run.seconds()),
-        "command": run.command,
-    }
-    common.write_json(run.beside(".json"), {"meta": meta, "rows": rows}, indent=2)
-    md = markdown_table(rows)
-    run.beside(".md").write_text(
-        f"Made by `{meta['command']}` in {meta['seconds']} s. Random |cos| 95%: "
-        f"{null.q95_abs:.3f}.\n\n" + "\n".join(md) + "\n"
+    meta = run.meta(
+        seed=run.args.seed,
+        n_pairs=n_pairs,
+        n_harmful=dirs["refusal"].provenance["n_positive"],
+        random_null_q95=null.q95_abs,
     )
-    print("\n".join(md))
+    md = [f"{run.made_by()}. Random |cos| 95%: {null.q95_abs:.3f}.", "", *markdown_table(rows)]
+    run.write_beside({"meta": meta, "rows": rows}, md)
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

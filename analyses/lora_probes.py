@@ -36,8 +36,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", default="checkpoint-1", help="the control, inside --adapter")
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     a = run.args
     organism = Path(a.adapter)
     if not (organism / "adapter_config.json").exists():
@@ -79,23 +78,15 @@ def row(r, per_token: bool) -> dict:
 
 def render(run: common.Analysis, rows: dict[str, list[dict]], n_pairs: int) -> None:
     table = [{"adapter": name} | r for name, rs in rows.items() for r in rs]
-    meta = {
-        "model": run.args.model,
-        "run": str(Path(run.args.adapter)).replace(f"{common.ROOT}/", ""),
-        "pairs": n_pairs,
-        "seconds": round(run.seconds()),
-        "command": run.command,
-    }
-    common.write_json(run.beside(".json"), {"meta": meta, "rows": table}, indent=2)
+    meta = run.meta(run=str(Path(run.args.adapter)).replace(f"{common.ROOT}/", ""), pairs=n_pairs)
     md = [
-        f"Made by `{meta['command']}` in {meta['seconds']} s (organism of "
-        f"`analyses/phase_change.py`; {n_pairs} general questions, misaligned vs aligned answers).",
+        f"{run.made_by()} (organism of `analyses/phase_change.py`; {n_pairs} general questions, "
+        "misaligned vs aligned answers).",
         "",
         *markdown_table(table),
     ]
-    run.beside(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    run.write_beside({"meta": meta, "rows": table}, md)
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

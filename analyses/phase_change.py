@@ -59,8 +59,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     a = run.args
     rows = eml.read_chat_jsonl(a.data)
     if not 0 <= a.held_out < len(rows):
@@ -228,4 +227,4 @@ def readme(s: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

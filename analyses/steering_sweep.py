@@ -35,8 +35,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="the random direction")
 
 
-def main(argv: list[str] | None = None) -> None:
-    run = common.start(__file__, __doc__, options, argv)
+def main(run: common.Analysis) -> None:
     a = run.args
     pairs = eml.general_questions()
     fit, held = pairs[: a.n_direction], pairs[a.n_direction : a.n_direction + a.n_held_out]
@@ -141,4 +140,4 @@ def readme(s: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))
