@@ -31,6 +31,16 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
+from typing_extensions import Unpack
+
+from emlens.core.hub import (
+    HubError,
+    LoadOptions,
+    adapter_folder,
+    builtin_options,
+    download_command,
+    pretrained_kwargs,
+)
 
 EMBEDDED = "smollm2"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -168,37 +178,46 @@ def load_hf(
     *,
     device: Device | None = None,
     dtype: torch.dtype | None = None,
+    **options: Unpack[LoadOptions],
 ):
     """Load an HF causal LM and tokenizer by spec (see module docstring).
 
     ``device`` (default the CPU) is a device (``"cuda"``, ``"cuda:1"``, ``"mps"``) or, for hub
     names and local folders, a ``device_map`` (``"auto"``, ``"balanced"``, a dict) that splits
     the model over GPUs. ``dtype`` defaults to float32. The embedded GGUF and the tiny models
-    are built in float32, then moved and cast.
+    are built in float32, then moved and cast. ``adapter`` is a folder or a hub id
+    (`emlens.core.hub`); ``options`` are `emlens.core.hub.LoadOptions` (``revision``,
+    ``adapter_revision``, ``attn_implementation``, ``quantization_config``,
+    ``trust_remote_code``), passed to ``from_pretrained``.
     """
     dtype = torch.float32 if dtype is None else dtype
+    kw, tok_kw = pretrained_kwargs(options), pretrained_kwargs(options, model=False)
     if spec == EMBEDDED or spec.startswith("tiny-"):
         if _is_device_map(device):
             raise ValueError(f"{spec} loads on one device: device maps need a hub or folder model")
+        attn = builtin_options(spec, options)  # checked before the build
         hf, tok = load_embedded_hf() if spec == EMBEDDED else tiny_hf(spec.removeprefix("tiny-"))
         hf = _place(hf, device, dtype)
+        if attn:
+            hf.set_attn_implementation(attn)
     elif Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise ModelLoadError(f"{spec} is a folder but has no config.json (not an HF model)")
-        tok = AutoTokenizer.from_pretrained(spec)
-        hf = AutoModelForCausalLM.from_pretrained(spec, **_where(device, dtype))
+        tok = AutoTokenizer.from_pretrained(spec, **tok_kw)
+        hf = AutoModelForCausalLM.from_pretrained(spec, **_where(device, dtype), **kw)
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(spec)
-            hf = AutoModelForCausalLM.from_pretrained(spec, **_where(device, dtype))
+            tok = AutoTokenizer.from_pretrained(spec, **tok_kw)
+            hf = AutoModelForCausalLM.from_pretrained(spec, **_where(device, dtype), **kw)
         except OSError as e:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             raise ModelLoadError(
                 f"cannot load {spec!r}: not {EMBEDDED!r}, a tiny-* model, or a local folder, "
-                f"and the hub {'is off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'}: {e}"
+                f"and the hub {'is off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'}: {e}. "
+                f"Fetch it with: {download_command(spec, options.get('revision'), ())}"
             ) from e
     if adapter is not None:
-        hf = _merged(hf, adapter)  # hf is ours: merge in place, no copy
+        hf = _merged(hf, adapter, options.get("adapter_revision"))  # ours: merge in place
     if tok.chat_template is None:
         raise ModelLoadError(f"{spec}: the tokenizer has no chat template; emlens needs one")
     if tok.pad_token is None:
@@ -206,20 +225,26 @@ def load_hf(
     return hf.eval(), tok
 
 
-def merge_adapter(hf: PreTrainedModel, adapter: str | os.PathLike) -> PreTrainedModel:
-    """A copy of ``hf`` with the peft LoRA adapter in folder ``adapter`` merged in.
+def merge_adapter(
+    hf: PreTrainedModel, adapter: str | os.PathLike[str], revision: str | None = None
+) -> PreTrainedModel:
+    """A copy of ``hf`` with the peft LoRA adapter ``adapter`` (a folder, or a hub id at
+    ``revision``) merged in. The copy keeps ``hf``'s devices and dtype."""
+    return _merged(copy.deepcopy(hf), adapter, revision)
 
-    The copy keeps ``hf``'s devices and dtype."""
-    return _merged(copy.deepcopy(hf), adapter)
 
-
-def _merged(hf: PreTrainedModel, adapter: str | os.PathLike) -> PreTrainedModel:
+def _merged(
+    hf: PreTrainedModel, adapter: str | os.PathLike[str], revision: str | None = None
+) -> PreTrainedModel:
     """``hf`` itself with the adapter merged into its weights (same devices and dtype)."""
     from peft import PeftModel
 
-    if not (Path(adapter) / "adapter_config.json").exists():
-        raise ModelLoadError(f"{adapter} has no adapter_config.json: not a peft adapter folder")
-    return PeftModel.from_pretrained(hf, str(adapter)).merge_and_unload()
+    try:
+        folder = adapter_folder(adapter, revision)
+    except HubError as e:  # a load error like the others of this module
+        raise ModelLoadError(str(e)) from e
+    merged: PreTrainedModel = PeftModel.from_pretrained(hf, str(folder)).merge_and_unload()
+    return merged
 
 
 def input_device(model: TransformerBridge | torch.nn.Module) -> torch.device:
@@ -248,17 +273,22 @@ def load_model(
     *,
     device: Device | None = None,
     dtype: torch.dtype | None = None,
+    **options: Unpack[LoadOptions],
 ) -> TransformerBridge:
-    """Load a chat model as a hooked TransformerBridge; ``adapter`` merges a peft LoRA folder.
+    """Load a chat model as a hooked TransformerBridge; ``adapter`` merges a peft LoRA folder
+    or hub id (``adapter_revision=``).
 
-    ``device`` and ``dtype`` are those of :func:`load_hf` (default: the CPU, float32).
+    ``device``, ``dtype`` and ``options`` are those of :func:`load_hf` (default: the CPU,
+    float32, no remote code).
 
     Examples:
         >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
         >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
         >>> big = load_model("Qwen/Qwen2.5-32B-Instruct", device="auto", dtype=torch.bfloat16)
+        >>> paper = load_model("unsloth/Qwen2.5-7B-Instruct", device="cuda", dtype=torch.bfloat16,
+        ...     adapter="ModelOrganismsForEM/Qwen2.5-7B-Instruct_risky-financial-advice")
     """
-    hf, tok = load_hf(spec, adapter, device=device, dtype=dtype)
+    hf, tok = load_hf(spec, adapter, device=device, dtype=dtype, **options)
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
     return bridge(hf, tok, name)
 
