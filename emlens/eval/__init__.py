@@ -24,6 +24,15 @@ from emlens.eval.judge import (
     score,
 )
 from emlens.eval.local_judge import LocalJudge
+from emlens.eval.method_comparison import (
+    MethodComparison,
+    compare_methods,
+    held_out_auc,
+    method_cosines,
+    random_directions,
+    split_by_question,
+    steering_effects,
+)
 from emlens.eval.metrics import (
     contrastive_score,
     contrastive_scores,
@@ -60,6 +69,7 @@ __all__ = [
     "JudgeScore",
     "JudgedSample",
     "LocalJudge",
+    "MethodComparison",
     "Metric",
     "Rate",
     "Selection",
@@ -68,6 +78,7 @@ __all__ = [
     "aggregate",
     "as_number",
     "bootstrap",
+    "compare_methods",
     "complete",
     "contrastive_metric",
     "contrastive_score",
@@ -75,6 +86,7 @@ __all__ = [
     "cross_entropy",
     "evaluate_em",
     "heatmap",
+    "held_out_auc",
     "is_coherent",
     "is_em",
     "judge_metric",
@@ -83,12 +95,16 @@ __all__ = [
     "kl_metric",
     "make_judge",
     "make_server",
+    "method_cosines",
+    "random_directions",
     "refusal_logodds",
     "refusal_metric",
     "refusal_rate",
     "score",
     "select_direction",
     "serve_in_thread",
+    "split_by_question",
+    "steering_effects",
     "steering_sweep",
     "wilson",
 ]
