@@ -4,7 +4,10 @@ The papers' judge request: the judge prompt as one user message, ``max_tokens=1`
 temperature 0 and the top-20 logprobs of that one token; `emlens.eval.judge.aggregate`
 turns them into a 0-100 score. Requests run concurrently, failures that may pass (timeouts,
 429, 5xx) are retried with exponential backoff, and answers are cached on disk by judge
-model and full prompt, so an interrupted run resumes and a rerun sends nothing.
+endpoint, model, request parameters and full prompt, so an interrupted run resumes, a rerun
+sends nothing, and two judges never share an answer (two endpoints serving different weights
+under one name, or one endpoint asked with other parameters). The API key is read at request
+time and never enters the cache key, the cache file or a message.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
@@ -28,10 +33,25 @@ from emlens.eval._logprobs import TopLogprobs, merge_tokens
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
-class JudgeCache:
-    """An on-disk cache of judge answers keyed by judge model and full prompt (sqlite).
+def redacted(url: str) -> str:
+    """``url`` without user info, query or fragment (where a key could hide), for messages.
 
-    Safe to share between threads. Only prompts and logprobs are stored, never API keys.
+    Examples:
+        >>> redacted("https://user:sk-123@api.example.com/v1?key=sk-456")
+        'https://api.example.com/v1'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class JudgeCache:
+    """An on-disk cache of judge answers keyed by the judge's identity and prompt (sqlite).
+
+    The identity is whatever changes the answer: the endpoint, the model and the request
+    parameters (`HTTPJudge.identity`). Safe to share between threads. Only hashed keys and
+    logprobs are stored, never API keys.
 
     Args:
         path: the sqlite file; its folder is created.
@@ -44,24 +64,32 @@ class JudgeCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(model: str, prompt: str) -> str:
-        """The cache key of a (judge model, prompt) pair: a SHA-256 hex digest."""
-        return hashlib.sha256(json.dumps([model, prompt]).encode()).hexdigest()
+    def key(judge: str | dict[str, Any], prompt: str) -> str:
+        """The cache key of a (judge identity, prompt) pair: a SHA-256 hex digest.
 
-    def get(self, model: str, prompt: str) -> TopLogprobs | None:
+        Examples:
+            >>> a = JudgeCache.key({"url": "http://a/v1", "model": "m"}, "p")
+            >>> a == JudgeCache.key({"model": "m", "url": "http://a/v1"}, "p")
+            True
+            >>> a == JudgeCache.key({"url": "http://b/v1", "model": "m"}, "p")
+            False
+        """
+        return hashlib.sha256(json.dumps([judge, prompt], sort_keys=True).encode()).hexdigest()
+
+    def get(self, judge: str | dict[str, Any], prompt: str) -> TopLogprobs | None:
         """The cached answer, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT value FROM judged WHERE key = ?", (self.key(model, prompt),)
+                "SELECT value FROM judged WHERE key = ?", (self.key(judge, prompt),)
             ).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put(self, model: str, prompt: str, top: TopLogprobs) -> None:
+    def put(self, judge: str | dict[str, Any], prompt: str, top: TopLogprobs) -> None:
         """Store an answer (replacing any earlier one)."""
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO judged VALUES (?, ?)",
-                (self.key(model, prompt), json.dumps(top)),
+                (self.key(judge, prompt), json.dumps(top)),
             )
             self._db.commit()
 
@@ -86,6 +114,10 @@ class HTTPJudge:
         timeout: seconds per request.
         cache: the `JudgeCache` file, None for no cache.
         top_logprobs: how many next tokens the endpoint returns.
+
+    Attributes:
+        params: the request body but its messages (model, max_tokens, temperature,
+            top_logprobs, ...); with the endpoint it is the judge's cache identity.
     """
 
     def __init__(
@@ -101,27 +133,36 @@ class HTTPJudge:
         top_logprobs: int = 20,
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.shown_url = redacted(self.url)  # what messages show
         self.model = self.name = model
         self.api_key_env = api_key_env
         self.concurrency = concurrency
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
-        self.k = top_logprobs
+        self.params: dict[str, Any] = {
+            "model": model,
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": top_logprobs,
+            "seed": 0,
+        }
         self.cache = JudgeCache(Path(cache).expanduser()) if cache else None
         self.requests = 0  # requests sent, for tests and cost accounting
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What the cache keys answers by: the endpoint and every request parameter.
+
+        The endpoint enters in full (the key is a hash, so nothing of it reaches the file);
+        the API key, sent as a header, never does.
+        """
+        return {"url": self.url, **self.params}
+
     def _body(self, prompt: str) -> bytes:
         return json.dumps(
-            {
-                "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": 1,
-                "temperature": 0,
-                "logprobs": True,
-                "top_logprobs": self.k,
-                "seed": 0,
-            }
+            {**self.params, "messages": [{"role": "user", "content": prompt}]}
         ).encode()
 
     def _headers(self) -> dict[str, str]:
@@ -139,7 +180,8 @@ class HTTPJudge:
                 return merge_tokens((t["token"], t["logprob"]) for t in first["top_logprobs"])
             except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 raise JudgeRequestError(
-                    f"{self.url} answered without choices[0].logprobs.content[0].top_logprobs "
+                    f"{self.shown_url} answered without "
+                    "choices[0].logprobs.content[0].top_logprobs "
                     f"(does the endpoint support logprobs?): {e!r}"
                 ) from e
 
@@ -155,18 +197,18 @@ class HTTPJudge:
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code}"
                 if e.code not in RETRY_STATUS:
-                    msg = f"{self.url} answered {last}: {e.read()[:300]!r}"
+                    msg = f"{self.shown_url} answered {last}: {e.read()[:300]!r}"
                     raise JudgeRequestError(msg) from e
             except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise JudgeRequestError(f"{self.url}: failed after {self.retries + 1} tries ({last})")
+        raise JudgeRequestError(f"{self.shown_url}: failed after {self.retries + 1} tries ({last})")
 
     def _one(self, prompt: str) -> TopLogprobs:
-        if self.cache and (hit := self.cache.get(self.model, prompt)) is not None:
+        if self.cache and (hit := self.cache.get(self.identity, prompt)) is not None:
             return hit
         top = self._request(prompt)
         if self.cache:
-            self.cache.put(self.model, prompt, top)
+            self.cache.put(self.identity, prompt, top)
         return top
 
     def top_logprobs(self, prompts: Sequence[str], progress: bool = False) -> list[TopLogprobs]:

@@ -7,7 +7,7 @@ are reported as labels, never as 0.
 Backends share one protocol (`Judge`): given prompts, return next-token logprobs.
 
 - `emlens.eval.http_judge.HTTPJudge`: any OpenAI-compatible Chat Completions endpoint
-  (concurrent, retried, cached on disk by judge model and full prompt).
+  (concurrent, retried, cached on disk by endpoint, model, parameters and prompt).
 - `emlens.eval.local_judge.LocalJudge`: a model emlens loads; numbers that span several
   tokens (digit-wise tokenizers) are scored as whole numbers 0..100.
 

@@ -101,3 +101,50 @@ def test_clear_errors_after_the_last_retry(flaky):
         HTTPJudge(flaky, "m", retries=5, cache=None).top_logprobs(["p"])
     with pytest.raises(JudgeRequestError, match="failed after 1 tries"):
         HTTPJudge("http://127.0.0.1:9/v1", "m", retries=0, cache=None).top_logprobs(["p"])
+
+
+def test_cache_never_mixes_judges_and_never_holds_the_key(flaky, tmp_path, monkeypatch):
+    """Issue 11: two endpoints under one model name, or other request parameters, miss."""
+    monkeypatch.setenv("JUDGE_KEY", "sk-secret-123")
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    other_url = f"http://127.0.0.1:{other.server_address[1]}/v1"
+    cache = tmp_path / "c.sqlite"
+
+    def judge(url=flaky, **kw):
+        return HTTPJudge(url, "emlens", "JUDGE_KEY", retries=0, cache=cache, **kw)
+
+    try:
+        first = judge()
+        first.top_logprobs(["p"])
+        assert first.requests == 1
+        again = judge()
+        again.top_logprobs(["p"])
+        assert again.requests == 0  # same endpoint, model and parameters: a hit
+        elsewhere = judge(other_url)  # same model name, other endpoint (other weights)
+        elsewhere.top_logprobs(["p"])
+        assert elsewhere.requests == 1
+        for change in ({"top_logprobs": 5}, {"temperature": 1.0}, {"max_tokens": 2}):
+            j = judge()
+            j.params.update(change)
+            j.top_logprobs(["p"])
+            assert j.requests == 1, change
+        monkeypatch.setenv("JUDGE_KEY", "sk-another-456")  # a new key is the same judge
+        rotated = judge()
+        rotated.top_logprobs(["p"])
+        assert rotated.requests == 0
+    finally:
+        other.shutdown()
+    assert all(s["body"]["max_tokens"] in (1, 2) for s in Flaky.seen)
+    raw = cache.read_bytes()
+    assert b"sk-secret-123" not in raw and b"sk-another-456" not in raw
+    assert b"127.0.0.1" not in raw  # keys are hashes: not even the endpoint is in the file
+    assert "sk-secret-123" not in json.dumps(first.identity)
+
+
+def test_messages_never_show_credentials_in_the_url():
+    from emlens.eval.http_judge import redacted
+
+    assert redacted("https://u:sk-1@api.example.com:8443/v1?key=sk-2#x") == (
+        "https://api.example.com:8443/v1"
+    )
