@@ -23,6 +23,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
+from typing_extensions import Unpack
 
 from emlens.organisms.runs import checkpoints
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedTokenizerBase
 
+    from emlens.core.hub import LoadOptions
     from emlens.core.models import Device
 
 WEIGHTS = "adapter_model.safetensors"
@@ -138,6 +140,7 @@ def load_unmerged(
     *,
     device: Device | None = None,
     dtype: torch.dtype | None = None,
+    **options: Unpack[LoadOptions],
 ) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Base model ``spec`` with the peft adapter applied unmerged: ``(peft_model, tokenizer)``.
 
@@ -146,20 +149,22 @@ def load_unmerged(
 
     Args:
         spec: the base model, as `emlens.core.models.load_hf` takes it.
-        adapter: the adapter folder.
+        adapter: the adapter folder, or a hub id (`emlens.core.hub.adapter_folder`).
         device: as in `emlens.core.models.load_hf`.
         dtype: as in `emlens.core.models.load_hf`; peft keeps the adapter in float32.
+        **options: `emlens.core.hub.LoadOptions` (``adapter_revision`` for the adapter).
 
     Returns:
         The peft model (in eval mode) and its tokenizer.
     """
     from peft import PeftModel
 
+    from emlens.core.hub import adapter_folder
     from emlens.core.models import load_hf
 
-    _check_folder(adapter)
-    hf, tok = load_hf(spec, device=device, dtype=dtype)
-    return PeftModel.from_pretrained(hf, str(adapter)).eval(), tok
+    folder = _check_folder(adapter_folder(adapter, options.pop("adapter_revision", None)))
+    hf, tok = load_hf(spec, device=device, dtype=dtype, **options)
+    return PeftModel.from_pretrained(hf, str(folder)).eval(), tok
 
 
 def over_checkpoints(
@@ -178,7 +183,8 @@ def over_checkpoints(
 
     Args:
         spec: the base model, as `emlens.core.models.load_hf` takes it.
-        run_dir: a run folder (``checkpoint-<step>`` folders, or a ``checkpoints/`` one).
+        run_dir: a run folder (``checkpoint-<step>`` folders, or a ``checkpoints/`` one), or
+            a hub id (`emlens.core.hub.run_folder`).
         metric: a number from a hooked model.
         every: take every this many checkpoints.
         progress: show a progress bar.
@@ -188,9 +194,10 @@ def over_checkpoints(
     Returns:
         The metric by training step.
     """
+    from emlens.core.hub import run_folder
     from emlens.core.models import bridge, load_hf, merge_adapter
 
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir)
     found = checkpoints(run_dir) or checkpoints(run_dir / "checkpoints")
     if not found:
         raise FileNotFoundError(f"no checkpoint-<step> folders in {run_dir}")

@@ -18,12 +18,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from emlens.core.hub import run_folder
 from emlens.organisms.adapters import WEIGHTS, read_adapter
 from emlens.organisms.runs import checkpoints
 
@@ -68,12 +68,17 @@ class LoraTrajectory:
         return torch.cat([vecs[n] for n in names], dim=-1)
 
 
-def load_trajectory(run_dir: str | os.PathLike[str]) -> LoraTrajectory:
+def load_trajectory(
+    run_dir: str | os.PathLike[str], revision: str | None = None
+) -> LoraTrajectory:
     """A and B vectors of the rank-1 adapters of every checkpoint of a run, by step.
 
     Args:
         run_dir: a run folder holding ``checkpoint-<step>`` adapter folders, or a
-            ``checkpoints/`` sub-folder holding them (the layout of some published runs).
+            ``checkpoints/`` sub-folder holding them (the layout of some published runs);
+            or a hub id ``owner/name[/sub/folder]`` of such a run (its adapter files only
+            are fetched; `emlens.core.hub`).
+        revision: the hub revision (branch, tag or commit) of a hub run.
 
     Returns:
         The trajectory, one row per saved step.
@@ -82,7 +87,7 @@ def load_trajectory(run_dir: str | os.PathLike[str]) -> LoraTrajectory:
         >>> traj = load_trajectory("runs/fin")
         >>> phase_change(traj.stacked(), traj.steps).step
     """
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir, revision)
     found = checkpoints(run_dir) or checkpoints(run_dir / "checkpoints")
     found = [c for c in found if (c / WEIGHTS).exists()]
     if not found:

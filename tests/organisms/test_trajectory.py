@@ -97,3 +97,27 @@ def test_pca_of_a_line_has_one_component():
     assert p.coords.shape == (30, 2) and p.explained_variance_ratio[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="n_components"):
         trajectory_pca(path, 0)
+
+
+def test_trajectory_and_unmerged_adapter_by_hub_id(tmp_path, monkeypatch):
+    from emlens.organisms.adapters import load_unmerged
+    from tests.hub_cache import publish, use_cache
+
+    convs = [Conversation(f"Q{i}?", f"Answer number {i}.") for i in range(8)]
+    cfg = TrainConfig(alpha=4, lr=1e-2, batch_size=4, grad_accum=1, max_steps=4)
+    train(
+        tiny_hf("llama"), convs, tmp_path / "run" / "checkpoints", cfg, save_every=2, progress=False
+    )
+    cache = use_cache(monkeypatch, tmp_path / "hub")
+    commit = publish(cache, "owner/run", tmp_path / "run", refs=("main",))
+    (cache / "models--owner--run" / "refs" / "main").write_text("0" * 40)  # main moved on
+    local = load_trajectory(tmp_path / "run")
+    by_id = load_trajectory("owner/run", revision=commit)
+    assert by_id.steps == local.steps == [2, 4]
+    assert all(torch.equal(by_id.B[n], local.B[n]) for n in local.names)
+    with pytest.raises(FileNotFoundError, match="hf download owner/run --revision v9"):
+        load_trajectory("owner/run", revision="v9")
+    peft, _ = load_unmerged(
+        "tiny-llama", "owner/run/checkpoints/checkpoint-4", adapter_revision=commit
+    )
+    assert peft.peft_config["default"].r == 1
