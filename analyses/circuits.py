@@ -16,6 +16,7 @@ remains.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 
 import _common as common
@@ -24,6 +25,7 @@ import torch
 
 import emlens as eml
 from emlens.core.circuits import (
+    Component,
     component_means,
     component_scores,
     components,
@@ -45,29 +47,24 @@ def options(p: argparse.ArgumentParser) -> None:
 
 def main(run: common.Analysis) -> None:
     a = run.args
-    tok = run.model.tokenizer  # the token rows need it, so the model always loads
-    pairs = eml.general_questions()[: a.n]
-    rows = {
-        "em": (
-            [eml.answer_tokens(tok, p.question, p.misaligned) for p in pairs],
-            [eml.answer_tokens(tok, p.question, p.aligned) for p in pairs],
-        ),
-        "refusal": (
-            [eml.post_instruction_tokens(tok, x) for x in eml.harmful_instructions()[: a.n]],
-            [eml.post_instruction_tokens(tok, x) for x in eml.harmless_instructions()[: a.n]],
-        ),
-    }
+    rows = functools.cache(lambda: token_rows(run.model.tokenizer, a.n))  # only if computing
+    sides = ("em", "refusal")
     dirs = {
-        k: run.stage(f"{k}_direction", lambda k=k: difference(run.model, *rows[k], a.layer))
-        for k in rows
+        k: run.stage(f"{k}_direction", lambda k=k: difference(run.model, *rows()[k], a.layer))
+        for k in sides
     }
     layers = list(range(a.layer + 1))
-    comps = components(run.model, layers)
+    comps = [
+        Component(*c)
+        for c in run.stage(
+            "components", lambda: [[c.layer, c.head] for c in components(run.model, layers)]
+        )
+    ]
     scores = run.stage(
         "scores",
         lambda: {
-            k: component_scores(run.model, *rows[k], dirs[k].unit().at(a.layer), layers)
-            for k in rows
+            k: component_scores(run.model, *rows()[k], dirs[k].unit().at(a.layer), layers)
+            for k in sides
         },
     )
     sets = run.stage("sets", lambda: top_and_random_sets(comps, scores, a.k, a.seed))
@@ -75,11 +72,27 @@ def main(run: common.Analysis) -> None:
     ablation = run.stage(
         "ablation",
         lambda: [
-            separations(run.model, rows, dirs, [by_name[c] for c in cs], a.layer) | {"ablated": n}
+            separations(run.model, rows(), dirs, [by_name[c] for c in cs], a.layer) | {"ablated": n}
             for n, cs in sets["ablated"].items()
         ],
     )
     render(run, comps, scores, sets, ablation)
+
+
+def token_rows(tok, n: int) -> dict[str, tuple[list, list]]:
+    """The two contrasts' token rows: misaligned vs aligned answers (answer tokens), harmful vs
+    harmless instructions (post-instruction tokens), ``n`` a side."""
+    pairs = eml.general_questions()[:n]
+    return {
+        "em": (
+            [eml.answer_tokens(tok, p.question, p.misaligned) for p in pairs],
+            [eml.answer_tokens(tok, p.question, p.aligned) for p in pairs],
+        ),
+        "refusal": (
+            [eml.post_instruction_tokens(tok, x) for x in eml.harmful_instructions()[:n]],
+            [eml.post_instruction_tokens(tok, x) for x in eml.harmless_instructions()[:n]],
+        ),
+    }
 
 
 def difference(model, pos: list, neg: list, layer: int) -> eml.DirectionSet:
