@@ -9,6 +9,10 @@ Run layout (the one of the papers' published adapters, Model Organisms for EM, a
     out_dir/checkpoint-<step>/optimizer.pt                # optimizer, scheduler, RNG state
     out_dir/adapter_model.safetensors, adapter_config.json, trainer_state.json  # final
 
+Every checkpoint keeps its adapter (the trajectory reads them all); the optimizer state, which
+only a resume needs and which is twice the trained parameters in float32, stays in the last
+``keep_optimizer`` checkpoints only (`prune_resume_state`).
+
 Full fine-tuning writes ``model.safetensors`` + ``config.json`` + the tokenizer instead of
 the adapter files (a folder `emlens.core.models.load_model` opens). The data order of an
 epoch is a permutation fixed by (seed, epoch), so a resumed run sees the conversations an
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -44,6 +49,34 @@ def checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
     """``checkpoint-<step>`` folders of a run, by step (numerically: 10 after 9)."""
     out = [p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return sorted(out, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def prune_resume_state(
+    out_dir: str | os.PathLike[str], keep: int | None, patterns: Sequence[str] = (OPTIMIZER,)
+) -> list[Path]:
+    """Delete the resume state of all but the last ``keep`` checkpoints of a run.
+
+    Weights and ``trainer_state.json`` stay in every checkpoint; only the files matching
+    ``patterns`` (optimizer, scheduler, RNG state) go.
+
+    Args:
+        out_dir: the run's folder.
+        keep: how many of the newest checkpoints keep their resume state (``None``: all).
+        patterns: globs of the resume-state files in a checkpoint folder.
+
+    Returns:
+        The files deleted.
+    """
+    if keep is None:
+        return []
+    if keep < 1:
+        raise ValueError(f"keep_optimizer must be >= 1 or None (keep all), not {keep}")
+    removed = []
+    for ckpt in checkpoints(out_dir)[:-keep]:
+        for f in [f for pattern in patterns for f in ckpt.glob(pattern)]:
+            f.unlink()
+            removed.append(f)
+    return removed
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -134,6 +167,7 @@ class Run:
         optimizer: the optimizer.
         scheduler: the learning-rate schedule.
         log: one entry per step (and step 0 when there is held-out data).
+        keep_optimizer: the newest checkpoints that keep their optimizer state (``None``: all).
     """
 
     out_dir: Path
@@ -145,6 +179,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     log: list[dict[str, Any]] = field(default_factory=list)
+    keep_optimizer: int | None = 1
 
     def state(self, step: int) -> dict[str, Any]:
         """The ``trainer_state.json`` of ``step``: config, data, data order and log."""
@@ -175,6 +210,7 @@ class Run:
         (tmp / STATE).write_text(json.dumps(self.state(step), indent=1))
         shutil.rmtree(ckpt, ignore_errors=True)
         tmp.replace(ckpt)  # a checkpoint appears whole or not at all
+        prune_resume_state(self.out_dir, self.keep_optimizer)  # after: a resume point remains
         return ckpt
 
     def save_final(self) -> None:

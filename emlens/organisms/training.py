@@ -108,6 +108,7 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     progress: bool = True,
+    keep_optimizer: int | None = 1,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``data`` with the loss on answer tokens only.
 
@@ -126,28 +127,27 @@ def train(
             the same weights as an uninterrupted run.
         stop_at: stop after this step, as if interrupted (the schedule stays the full run's).
         progress: show a progress bar.
+        keep_optimizer: keep the optimizer state (what a resume needs) in the newest this
+            many checkpoints only; every checkpoint keeps its weights (``None``: all keep it).
 
     Returns:
         The run's folder, last step, checkpoints, log and trained model.
 
-    Example:
+    Examples:
         >>> result = train("smollm2", "emlens/data/narrow/risky_financial_advice.jsonl", "runs/fin")
         >>> result.log[-1]  # the last step: loss per answer token, lr, tokens, seconds
     """
-    if save_every < 1 or (eval_every is not None and eval_every < 1) or eval_batch_size < 1:
-        raise ValueError("save_every, eval_every and eval_batch_size must be >= 1")
+    _check_counts(save_every, eval_every, eval_batch_size, keep_optimizer)
     hf, tok = _model_pair(model)
     convs = read_chat_jsonl(data) if isinstance(data, str | os.PathLike) else list(data)
     rows = conversation_rows(tok, convs)
     sets = {name: conversation_rows(tok, c) for name, c in _as_sets(held_out).items()}
-    run, start = _open_run(hf, tok, convs, Path(out_dir), config, resume, stop_at)
+    run, start = _open_run(hf, tok, convs, Path(out_dir), config, resume, stop_at, keep_optimizer)
     end = run.steps if stop_at is None else stop_at
     evaluate = partial(_scores, hf, sets, tok.pad_token_id, eval_batch_size) if sets else None
     run.model.train()
     if start == 0:
-        _check_unembedding(hf, pad_batch(rows[:1], tok.pad_token_id))
-        if evaluate:
-            run.log.append({"step": 0, **evaluate()})
+        _first_step(run, hf, rows, evaluate)
     _steps(run, hf, rows, range(start, end), save_every, eval_every, evaluate, progress)
     if end == run.steps:
         run.save_final()
@@ -155,6 +155,24 @@ def train(
     return TrainResult(
         run.out_dir, max(start, end), run.steps, checkpoints(run.out_dir), run.log, run.model
     )
+
+
+def _check_counts(
+    save_every: int, eval_every: int | None, eval_batch_size: int, keep: int | None
+) -> None:
+    if save_every < 1 or (eval_every is not None and eval_every < 1) or eval_batch_size < 1:
+        raise ValueError("save_every, eval_every and eval_batch_size must be >= 1")
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep_optimizer must be >= 1 or None (keep all), not {keep}")
+
+
+def _first_step(
+    run: Run, hf: PreTrainedModel, rows: list[Row], evaluate: Callable[[], dict[str, float]] | None
+) -> None:
+    """Before a new run's first step: check the answer-only unembedding, score held-out sets."""
+    _check_unembedding(hf, pad_batch(rows[:1], run.tok.pad_token_id))
+    if evaluate:
+        run.log.append({"step": 0, **evaluate()})
 
 
 def _model_pair(
@@ -186,6 +204,7 @@ def _open_run(
     config: TrainConfig,
     resume: bool,
     stop_at: int | None,
+    keep_optimizer: int | None = 1,
 ) -> tuple[Run, int]:
     """A new run, or the one in ``out_dir`` restored; the step it starts from."""
     config = resolve_layers(hf, config)
@@ -207,7 +226,7 @@ def _open_run(
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, steps)
-    run = Run(out_dir, config, data, steps, trained, tok, optimizer, scheduler)
+    run = Run(out_dir, config, data, steps, trained, tok, optimizer, scheduler, [], keep_optimizer)
     if last is not None:
         return run, run.restore(last)
     torch.manual_seed(config.seed)
