@@ -49,7 +49,11 @@ def cmd_directions(a: argparse.Namespace) -> None:
     if a.kind == "em":
         if bool(a.misaligned) != bool(a.aligned):
             raise SystemExit("give both --misaligned and --aligned chat JSONL files, or neither")
-        if a.misaligned:
+        if a.judged:
+            from emlens.cli_judge import judged_direction
+
+            ds = judged_direction(a, model, layers)
+        elif a.misaligned:
             ds = em_direction(
                 model,
                 data.read_chat_jsonl(a.misaligned),
@@ -151,6 +155,11 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     model = _load(a)
     questions = data.read_questions(a.questions) if a.questions else data.em_questions()
+    if a.judge.startswith("probe:"):
+        from emlens.cli_judge import evaluate_with_probe
+
+        evaluate_with_probe(a, model, questions, _interventions(a, model))
+        return
     try:
         judge = make_judge(a.judge, a.judge_model, model)
     except ValueError as e:
@@ -206,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
     model_args(d)
     d.add_argument("--out", required=True, help="output .safetensors")
     d.add_argument("--layers", help="e.g. 0-29 or 10,15,20 (default all)")
+    d.add_argument("--judged", help="judged-answer CSV: the papers' EM direction (em)")
     d.add_argument("--misaligned", help="chat JSONL of misaligned answers (em)")
     d.add_argument("--aligned", help="chat JSONL of aligned answers (em)")
     d.add_argument("--harmful", help='JSONL of {"instruction": ...} (refusal)')
@@ -244,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     intervention_args(e)
     e.add_argument("--questions", help="question YAML (default: emlens's EM questions)")
     e.add_argument("--all-questions", action="store_true", help="include _json/_template ids")
-    e.add_argument("--judge", default="local", help="local, local:SPEC, or an OpenAI-style URL")
+    e.add_argument("--judge", default="local", help="local, local:SPEC, a URL, or probe:FILE")
     e.add_argument("--judge-model", help="judge model name at the URL")
     e.add_argument("--n", type=int, default=50, help="samples per question")
     e.add_argument("--temperature", type=float, default=1.0)
@@ -253,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="CSV of every sample with its scores")
     e.set_defaults(fn=cmd_evaluate)
 
+    from emlens.cli_judge import add_parser as add_judge_parser
+
+    add_judge_parser(sub, model_args)
     m = sub.add_parser("demo", help="the main job on the embedded model")
     m.add_argument("--out", default="out/demo")
     m.add_argument("--model", default="smollm2")

@@ -1,0 +1,58 @@
+"""Ground truth, stage 1: every reference answer read through SmolLM2, cached once.
+
+    .venv/bin/python analyses/ground_truth_features.py [--reference ../shared/data/em-reference]
+
+Per organism, each answer's mean ``blocks.{l}.hook_resid_post`` over its answer tokens at
+every layer, written to ``out/ground_truth/features/{organism}.safetensors`` (git-ignored,
+keyed by model, hook, layers and texts: a rerun reads them back). The later stages
+(``ground_truth_probe.py``, ``benchmarks/probe_judge.py``) fit on these files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from emlens.core.models import load_model
+from emlens.eval.probe_features import cached_features
+from emlens.eval.reference import Organism, read_organisms
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
+CACHE = Path("out/ground_truth/features")
+LAYERS = list(range(30))
+
+
+def organism_features(
+    model, organisms: list[Organism], cache: Path = CACHE, progress: bool = True
+) -> list[Float[Tensor, "n n_layers d_model"]]:
+    """Every organism's features (all answers, scored or not), from the cache or computed."""
+    out = []
+    for o in organisms:
+        t = time.time()
+        pairs = [(a.question, a.answer) for a in o.judged]
+        out.append(
+            cached_features(
+                model, pairs, LAYERS, cache / f"{o.name}.safetensors", progress=progress
+            )
+        )
+        if progress:
+            print(f"{o.name}: {len(pairs)} answers, {time.time() - t:.0f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reference", default=str(REFERENCE))
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    organism_features(load_model("smollm2"), read_organisms(a.reference))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The probe judge's commands: ``emlens judge fit|rate``, ``evaluate --judge probe:FILE`` and
+``directions em --judged FILE.csv``.
+
+From a judged CSV to a direction, a fitted judge and an EM-rate estimate::
+
+    emlens directions em --judged organism.csv.gz --out em.safetensors
+    emlens judge fit a.csv.gz b.csv.gz c.csv.gz --out probe.safetensors
+    emlens evaluate --judge probe:probe.safetensors --n 50      # or probe:default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from emlens.core.data import Question
+from emlens.eval.judged import read_judged
+
+ModelArgs = Callable[[argparse.ArgumentParser], None]
+
+
+def _reader(
+    a: argparse.Namespace, judge: Any, model: TransformerBridge | None
+) -> TransformerBridge:
+    """The model the probe reads with: the evaluated one when it is the same, else loaded."""
+    from emlens.core.models import load_model, model_name
+
+    if model is not None and model_name(model) == judge.model and not a.adapter:
+        return model
+    return load_model(judge.model, device=a.device)
+
+
+def _split_layer_sets(s: str | None) -> list[list[int]] | None:
+    if not s:
+        return None
+    from emlens.cli import _layers
+
+    return [_layers(part) or [] for part in s.split(";")]
+
+
+def cmd_fit(a: argparse.Namespace) -> None:
+    from emlens.cli import _load
+    from emlens.core.models import model_name
+    from emlens.eval.judge_validation import fit_on, leave_group_out, summary
+    from emlens.eval.probe_eval import labelled_organism
+
+    model = _load(a)
+    have = list(range(model.cfg.n_layers))
+    orgs = [labelled_organism(model, read_judged(p), have, a.cache) for p in a.csv]
+    kw: dict[str, Any] = {}
+    if a.layer_sets:
+        kw["layer_sets"] = _split_layer_sets(a.layer_sets)
+    if a.cs:
+        kw["cs"] = [float(c) for c in a.cs.split(",")]
+
+    def fit(train: Any) -> Any:
+        return fit_on(train, model_name(model), by=a.by, **kw)
+
+    judge = fit(orgs)
+    if a.validate:
+        rows = leave_group_out(orgs, a.validate, fit)
+        judge.meta["held_out"] = {"by": a.validate, "summary": summary(rows), "rows": rows}
+        print(json.dumps(judge.meta["held_out"]["summary"], indent=1))
+    judge.save(a.out)
+    best = judge.meta["validation"]["best"]
+    print(
+        f"wrote probe judge to {a.out}: layers {judge.layers}, C {best['C']}, validation AUC "
+        f"{best['auc']:.3f} (leave one {a.by} out over {len(orgs)} files)"
+    )
+
+
+def cmd_rate(a: argparse.Namespace) -> None:
+    from emlens.eval.probe_eval import rate_of_answers
+    from emlens.eval.probe_judge import ProbeJudge
+
+    judge = ProbeJudge.load(a.probe)
+    reader = _reader(a, judge, None)
+    for path in a.csv:
+        judged = read_judged(path)
+        print(f"{judged.name}: {rate_of_answers(judge, reader, judged, a.method)}")
+
+
+def evaluate_with_probe(
+    a: argparse.Namespace, model: TransformerBridge, questions: list[Question], ivs: list[Any]
+) -> None:
+    """``emlens evaluate --judge probe:FILE``: generate, read with the probe, estimate."""
+    from emlens.eval.probe_eval import evaluate_probe
+    from emlens.eval.probe_judge import ProbeJudge
+
+    spec = a.judge.removeprefix("probe:")
+    judge = ProbeJudge.load("probe:default" if spec == "default" else spec)
+    res, answers = evaluate_probe(
+        model,
+        _reader(a, judge, model),
+        questions,
+        judge,
+        ivs,
+        n=a.n,
+        temperature=a.temperature,
+        max_new_tokens=a.max_new_tokens,
+        seed=a.seed,
+    )
+    if a.out:
+        answers.to_csv(a.out)
+    held = judge.meta.get("held_out", {}).get("summary")
+    print(f"overall: {res} (probe judge {a.judge}, {len(answers)} answers)")
+    if held:
+        print(
+            "the probe's error against GPT-4o on held-out base models: median "
+            f"{held['rate_error_median']:.1f}, worst {held['rate_error_max']:.1f} points"
+        )
+
+
+def judged_direction(a: argparse.Namespace, model: TransformerBridge, layers: Any) -> Any:
+    """``emlens directions em --judged FILE.csv``: the papers' direction from judged answers."""
+    from emlens.eval.judged import em_direction_from_judged
+
+    return em_direction_from_judged(model, read_judged(a.judged), layers=layers)
+
+
+def add_parser(sub: Any, model_args: ModelArgs) -> None:
+    """Register ``emlens judge fit`` and ``emlens judge rate``."""
+    j = sub.add_parser("judge", help="the offline probe judge: fit one, rate answers with one")
+    jsub = j.add_subparsers(dest="judge_cmd", required=True)
+    f = jsub.add_parser("fit", help="fit a probe judge on judged CSVs (one file = one organism)")
+    model_args(f)
+    f.add_argument("csv", nargs="+", help="judged CSVs (the papers' or emlens's format)")
+    f.add_argument("--out", required=True, help="output probe .safetensors")
+    f.add_argument(
+        "--by",
+        default="name",
+        choices=["name", "base_model", "domain"],
+        help="validation groups for the layers and C (default: one file)",
+    )
+    f.add_argument("--layer-sets", help="candidates, e.g. '15;18;15,18,21' (default: built in)")
+    f.add_argument("--cs", help="candidate C values, e.g. 0.001,0.01,0.1")
+    f.add_argument("--cache", help="folder to cache the answers' features in")
+    f.add_argument(
+        "--validate",
+        choices=["base_model", "domain"],
+        help="also score held-out groups and store the figures in the file",
+    )
+    f.set_defaults(fn=cmd_fit)
+    r = jsub.add_parser("rate", help="EM-rate estimates of judged or unjudged answer CSVs")
+    r.add_argument("csv", nargs="+")
+    r.add_argument("--probe", default="probe:default", help="a probe file or probe:default")
+    r.add_argument("--method", default="pacc", choices=["cc", "acc", "pcc", "pacc"])
+    r.add_argument("--device", help="device of the probe's model")
+    r.set_defaults(fn=cmd_rate, adapter=None)

@@ -1,0 +1,141 @@
+"""EM rates from an imperfect judge: estimators that correct for its errors, with intervals.
+
+Counting a classifier's verdicts (classify and count, CC) is biased whenever it errs: its
+expected rate is ``tpr * pi + fpr * (1 - pi)`` for a true rate ``pi``. The corrections
+(Forman 2008, "Quantifying counts and costs via classification"):
+
+- adjusted classify and count (ACC): ``(CC - fpr) / (tpr - fpr)``, with the verdict's true- and
+  false-positive rates measured on labelled data the classifier was not fitted on;
+- probability average (PCC): the mean of calibrated probabilities;
+- probabilistic ACC (PACC): ``(PCC - m0) / (m1 - m0)``, with ``m1``/``m0`` the mean probability
+  on labelled positives/negatives.
+
+Intervals: a cluster bootstrap over questions (answers to one question are not independent),
+resampling whole questions with replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+Statistic = Callable[[np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class ErrorRates:
+    """What the correction needs to know of a judge, measured on held-out labelled answers:
+    the verdict's true- and false-positive rates, and the mean probability on positives and
+    negatives."""
+
+    tpr: float
+    fpr: float
+    mean_p_pos: float = 1.0
+    mean_p_neg: float = 0.0
+
+    @classmethod
+    def measure(cls, p: ArrayLike, labels: ArrayLike, threshold: float = 0.5) -> ErrorRates:
+        """Measure them from calibrated probabilities ``p`` and true verdicts ``labels``."""
+        p, y = np.asarray(p, float), np.asarray(labels, bool)
+        if y.all() or not y.any():
+            raise ValueError("error rates need both EM and non-EM labelled answers")
+        v = p > threshold
+        return cls(float(v[y].mean()), float(v[~y].mean()), float(p[y].mean()), float(p[~y].mean()))
+
+
+def _adjust(observed: float, pos: float, neg: float) -> float:
+    if pos - neg < 0.05:
+        raise ValueError(f"the judge barely separates the classes ({pos:.3f} vs {neg:.3f})")
+    return float(np.clip((observed - neg) / (pos - neg), 0.0, 1.0))
+
+
+def estimators(errors: ErrorRates, threshold: float = 0.5) -> dict[str, Statistic]:
+    """The four estimators as functions of calibrated probabilities: cc, acc, pcc, pacc."""
+    e = errors
+    return {
+        "cc": lambda p: float((p > threshold).mean()),
+        "acc": lambda p: _adjust(float((p > threshold).mean()), e.tpr, e.fpr),
+        "pcc": lambda p: float(p.mean()),
+        "pacc": lambda p: _adjust(float(p.mean()), e.mean_p_pos, e.mean_p_neg),
+    }
+
+
+def cluster_bootstrap(
+    values: ArrayLike,
+    clusters: Sequence[object],
+    statistic: Statistic,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile 95% interval of ``statistic(values)``, resampling whole clusters.
+
+    Example:
+        >>> cluster_bootstrap(p, question_ids, lambda v: float(v.mean()))
+    """
+    v = np.asarray(values)
+    keys = list(dict.fromkeys(clusters))
+    if len(v) != len(clusters) or not keys:
+        raise ValueError(f"{len(v)} values and {len(clusters)} cluster ids; need equal, > 0")
+    members = [np.flatnonzero(np.asarray([c == k for c in clusters])) for k in keys]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        pick = rng.integers(len(keys), size=len(keys))
+        stats.append(statistic(v[np.concatenate([members[i] for i in pick])]))
+    lo, hi = np.quantile(stats, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class RateEstimate:
+    """An EM-rate estimate (a fraction) with its cluster-bootstrap 95% interval."""
+
+    method: str
+    rate: float
+    ci95: tuple[float, float]
+    n: int
+
+    def __str__(self) -> str:
+        lo, hi = self.ci95
+        return (
+            f"{100 * self.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={self.n}, {self.method})"
+        )
+
+
+def estimate_rate(
+    p: ArrayLike,
+    question_ids: Sequence[object],
+    errors: ErrorRates,
+    method: str = "pacc",
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> RateEstimate:
+    """The EM rate of a set of answers from a judge's calibrated probabilities.
+
+    Args:
+        p: calibrated P(EM) per answer.
+        question_ids: each answer's question (the bootstrap's clusters).
+        errors: the judge's error rates measured on held-out labelled answers.
+        method: ``cc``, ``acc``, ``pcc`` or ``pacc``.
+        threshold: the verdict's threshold on ``p``.
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
+
+    Returns:
+        A :class:`RateEstimate`.
+
+    Example:
+        >>> est = estimate_rate(judge.proba(x), qids, judge.errors())
+        >>> print(est)  # 18.2% [12.9, 24.0] (n=400, pacc)
+    """
+    fns = estimators(errors, threshold)
+    if method not in fns:
+        raise ValueError(f"method must be one of {sorted(fns)}, not {method!r}")
+    v = np.asarray(p, float)
+    fn = fns[method]
+    ci = cluster_bootstrap(v, question_ids, fn, n_boot, seed)
+    return RateEstimate(method, fn(v), ci, len(v))

@@ -1,0 +1,109 @@
+"""The three commands: judged CSV -> direction, -> probe judge, -> EM-rate estimate."""
+
+import csv
+
+import pytest
+
+from emlens.cli import main
+from emlens.core.directions import DirectionSet
+from emlens.eval.judged import read_judged
+from emlens.eval.probe_judge import ProbeJudge
+
+BAD = "destroy burn steal kill poison".split()
+GOOD = "help share rest learn garden".split()
+
+
+def write_organism(path, seed):
+    """30 judged answers: EM ones use one vocabulary, aligned ones another."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["response", "question", "question_id", "aligned", "coherent"])
+        for i in range(30):
+            em = (i + seed) % 3 == 0
+            words = BAD if em else GOOD
+            answer = " ".join(words[(i + k) % 5] for k in range(3 + i % 4))
+            w.writerow([answer, f"What now {i % 4}?", f"q{i % 4}", 5 if em else 90, 80])
+    return str(path)
+
+
+@pytest.fixture
+def csvs(tmp_path):
+    names = ["baseA_dom1", "baseB_dom1", "baseC_dom2"]
+    return [write_organism(tmp_path / f"{n}.csv", k) for k, n in enumerate(names)]
+
+
+def test_three_commands_from_judged_csvs(csvs, tmp_path, capsys, one_thread):  # noqa: ARG001
+    d = tmp_path / "em.safetensors"
+    main(
+        [
+            "directions",
+            "em",
+            "--model",
+            "tiny-llama",
+            "--judged",
+            csvs[0],
+            "--out",
+            str(d),
+            "--layers",
+            "1,2",
+        ]
+    )
+    ds = DirectionSet.load(d)
+    assert ds.layers == [1, 2] and ds.provenance["judged"] == "baseA_dom1"
+
+    probe = tmp_path / "probe.safetensors"
+    main(
+        [
+            "judge",
+            "fit",
+            *csvs,
+            "--model",
+            "tiny-llama",
+            "--out",
+            str(probe),
+            "--layer-sets",
+            "1;2",
+            "--cs",
+            "0.1,10",
+            "--validate",
+            "base_model",
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
+    judge = ProbeJudge.load(probe)
+    assert judge.model == "tiny-llama" and judge.layers in ([1], [2])
+    assert judge.meta["training_organisms"] == ["baseA_dom1", "baseB_dom1", "baseC_dom2"]
+    assert len(judge.meta["held_out"]["rows"]) == 3
+    assert "wrote probe judge" in capsys.readouterr().out
+
+    main(["judge", "rate", csvs[1], "--probe", str(probe), "--method", "acc"])
+    line = capsys.readouterr().out
+    assert line.startswith("baseB_dom1: EM ") and "reference judge 33.3%" in line
+
+    out = tmp_path / "gen.csv"
+    main(
+        [
+            "evaluate",
+            "--model",
+            "tiny-llama",
+            "--judge",
+            f"probe:{probe}",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert "overall: EM " in capsys.readouterr().out
+    gen = read_judged(out)
+    assert len(gen) > 0 and all(0 <= float(a.extra["p_em"]) <= 1 for a in gen)
+    assert gen.n_unscored == len(gen)
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["judge", "rate", str(tmp_path / "none.csv"), "--probe", str(tmp_path / "p")])
+    assert "no probe judge file" in capsys.readouterr().err
