@@ -208,6 +208,12 @@ class Analysis:
         self.beside(".md").write_text("\n".join(md) + "\n")
         print("\n".join(md))
 
+    def write_summary(self, summary: dict[str, Any], readme: str) -> None:
+        """Write ``<out>/summary.json`` and ``<out>/README.md``, and print the README."""
+        write_json(self.out / "summary.json", summary)
+        (self.out / "README.md").write_text(readme)
+        print(readme)
+
     def beside(self, suffix: str) -> Path:
         """A result file next to the out folder: ``docs/results/<name><suffix>`` by default
         (where the older scripts' results sit, which the results pages link)."""

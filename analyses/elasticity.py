@@ -138,10 +138,8 @@ def render(run: common.Analysis, cfg, base: list, res: dict, curves: dict) -> No
         "rebound": {"negative_amounts": a.negative, "curves": curves},
         "minutes_total": round(run.seconds() / 60, 1),
     }
-    common.write_json(run.out / "summary.json", summary)
     figures(run, res, curves)
-    (run.out / "README.md").write_text(readme(summary, run.model_title))
-    print((run.out / "README.md").read_text())
+    run.write_summary(summary, readme(summary, run.model_title))
 
 
 def figures(run: common.Analysis, res: Resistance, curves: dict) -> None:

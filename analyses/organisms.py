@@ -102,14 +102,8 @@ def main(run: common.Analysis) -> None:
 def train_organisms(run: common.Analysis) -> dict[str, Path]:
     """Train (or resume, or reuse) one organism per narrow domain; returns their folders."""
     a = run.args
-    cfg = eml.TrainConfig(
-        lr=a.lr,
-        batch_size=a.batch_size,
-        grad_accum=1,
-        max_steps=a.steps,
-        layers=tuple(a.adapter_layers),
-        seed=a.seed,
-    )
+    kw = {"lr": a.lr, "batch_size": a.batch_size, "max_steps": a.steps, "seed": a.seed}
+    cfg = eml.TrainConfig(grad_accum=1, layers=tuple(a.adapter_layers), **kw)
     runs = {}
     for name, file in (DOMAINS | CONTROL).items():
         runs[name] = folder = Path(a.runs) / name
@@ -150,10 +144,9 @@ def cosines(a: eml.DirectionSet, b: eml.DirectionSet) -> list[float | None]:
     """Per-layer cosine, None where either vector is ~zero (layers below the first adapter,
     where an organism equals the base model)."""
     live = [ly for ly in a.layers if min(a.at(ly).norm(), b.at(ly).norm()) >= 1e-6]
-    cos = dict(
-        zip(live, eml.cosine_per_layer(a.select(live), b.select(live)).tolist(), strict=True)
-    )
-    return [None if ly not in cos else round(cos[ly], 4) for ly in a.layers]
+    cos = eml.cosine_per_layer(a.select(live), b.select(live)).tolist()
+    by_layer = dict(zip(live, cos, strict=True))
+    return [round(by_layer[ly], 4) if ly in by_layer else None for ly in a.layers]
 
 
 def paired(scores: torch.Tensor, reference: torch.Tensor, shift: float) -> dict:
@@ -199,6 +192,10 @@ def render(run, runs, train_min, dirs, scores, ablations, base_ablated) -> None:
         "control: (medical - base) vs (good medical - base)": cosines(med, good),
     }
     rows = ablation_rows(scores, ablations)
+    norm = base.vectors.norm(dim=-1)
+    ratio = {
+        n: ((dirs[n] - base).vectors.norm(dim=-1) / norm).tolist() for n in (*DOMAINS, *CONTROL)
+    }
     summary = {
         "command": run.command,
         "model": a.model,
@@ -211,23 +208,15 @@ def render(run, runs, train_min, dirs, scores, ablations, base_ablated) -> None:
         "train_minutes_this_invocation": round(train_min, 1),
         "random_null_q95_abs": round(null.q95_abs, 4),
         "cosine_per_layer": cos,
-        "change_norm_over_base_norm": {
-            n: [
-                round(float(x), 4)
-                for x in (dirs[n] - base).vectors.norm(dim=-1) / base.vectors.norm(dim=-1)
-            ]
-            for n in (*DOMAINS, *CONTROL)
-        },
+        "change_norm_over_base_norm": {n: [round(x, 4) for x in v] for n, v in ratio.items()},
         "contrastive_score": {n: round(float(s.mean()), 4) for n, s in scores.items()},
         "ablation": rows,
         "ablation_in_base": paired(base_ablated, scores["base"], 0.0),
         "control_shift_from_base": {n: paired(scores[n], scores["base"], 0.0) for n in CONTROL},
         "minutes_total": round(train_min + run.seconds() / 60, 1),
     }
-    common.write_json(run.out / "summary.json", summary)
     figures(run, base.layers, cos, null.q95_abs, rows)
-    (run.out / "README.md").write_text(readme(summary, base.layers))
-    print((run.out / "README.md").read_text())
+    run.write_summary(summary, readme(summary, base.layers))
 
 
 def figures(run: common.Analysis, layers: list[int], cos: dict, q95: float, rows: dict) -> None:

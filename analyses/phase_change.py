@@ -148,9 +148,7 @@ def render(run, config: dict, n_train: int, sets: list[str], log: list, traj: di
         "loss_gap_aligned_minus_misaligned": gap,
         "eval": {k: [evals[0][f"eval_{k}"], evals[-1][f"eval_{k}"]] for k in sets} if evals else {},
     }
-    common.write_json(run.out / "summary.json", summary)
-    (run.out / "README.md").write_text(readme(summary))
-    print((run.out / "README.md").read_text())
+    run.write_summary(summary, readme(summary))
 
 
 def figures(run, traj: dict, train_log: list, evals: list, sets: list[str], gap: dict) -> None:

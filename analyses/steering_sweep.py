@@ -93,9 +93,7 @@ def render(run: common.Analysis, n_held: int, baseline: dict, rows: list[dict]) 
         "rows": rows,
         "minutes": round(run.seconds() / 60, 1),
     }
-    common.write_json(run.out / "summary.json", summary)
-    (run.out / "README.md").write_text(readme(summary))
-    print((run.out / "README.md").read_text())
+    run.write_summary(summary, readme(summary))
 
 
 def cell(s: dict, direction: str, layer: int, scale: float) -> str:
