@@ -106,6 +106,11 @@ def method_cosines(directions: Mapping[str, DirectionSet]) -> dict[str, list[flo
     }
 
 
+def _own(provenance: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """A method's own parameters and measures: its provenance minus the data's."""
+    return {k: v for k, v in provenance.items() if k not in shared}
+
+
 def _estimate(x: torch.Tensor) -> dict[str, Any]:
     e = bootstrap(x)
     return {"mean": round(e.mean, 4), "ci95": [round(v, 4) for v in e.ci95], "n": e.n}
@@ -199,27 +204,22 @@ def compare_methods(
     fit, held = split_by_question(len(pairs), held_out, seed)
     fitted, scored = contrast.take(fit), contrast.take(held)
     directions = {name: method(fitted) for name, method in methods.items()}
-    details = {
-        name: {k: v for k, v in ds.provenance.items() if k not in contrast.provenance}
-        for name, ds in directions.items()
-    }
     reference = next(iter(directions.values()))
     norms = {layer: float(reference.at(layer).norm()) for layer in steer_layers}
     controls = {**directions, "random": random_directions(reference, seed)}
     held_pairs = [pairs[i] for i in held]
-    baseline: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-    if steer_layers:
-        baseline, rows = steering_effects(
-            model, held_pairs, controls, steer_layers, norms, scale, batch_size
-        )
+    baseline, rows = (
+        steering_effects(model, held_pairs, controls, steer_layers, norms, scale, batch_size)
+        if steer_layers
+        else ({}, [])
+    )
     return MethodComparison(
         layers=list(contrast.layers),
         fit=[pairs[i].id for i in fit],
         held_out=[p.id for p in held_pairs],
         cosine=method_cosines(directions),
         auc={name: held_out_auc(scored, ds) for name, ds in directions.items()},
-        details=details,
+        details={n: _own(ds.provenance, contrast.provenance) for n, ds in directions.items()},
         baseline=baseline,
         steering=rows,
     )
