@@ -22,8 +22,10 @@ from emlens.core.directions import (
     refusal_direction,
 )
 from emlens.core.generation import Sample, generate
-from emlens.core.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer
-from emlens.core.models import load_model, save_hf, tiny_hf
+from emlens.core.interventions import Ablate, Steer, ablate, applied, steer
+from emlens.core.models import load_model, save_hf
+from emlens.core.orthogonalization import orthogonalize
+from emlens.core.tiny import tiny_hf
 from emlens.core.tokens import answer_tokens, chat_prompt, post_instruction_tokens
 from emlens.eval.em_rate import evaluate_em, is_em
 from emlens.eval.http_judge import HTTPJudge
@@ -96,9 +98,9 @@ __all__ = [
     "cosine_matrix",
     "cosine_per_layer",
     "cross_entropy",
+    "data_path",
     "em_direction",
     "em_direction_from_pairs",
-    "data_path",
     "em_questions",
     "evaluate_em",
     "fit_probe",

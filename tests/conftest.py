@@ -6,7 +6,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from emlens.core.models import bridge, load_embedded_hf, tiny_hf  # noqa: E402
+from emlens.core.models import bridge, load_embedded_hf
+from emlens.core.tiny import tiny_hf
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
 FAMILIES = ["llama", "qwen2", "gemma2"]

@@ -8,8 +8,10 @@ results, are on the CPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -18,11 +20,22 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.models import input_device
-from emlens.core.tokens import TokenBatch, pad_batch
+from emlens.core.tokens import Row, TokenBatch, batches
 
 RESID_POST = "blocks.{layer}.hook_resid_post"
 
-Row = tuple[list[int], list[bool]]  # token ids and the mask of positions to average
+HookFn = Callable[..., Tensor | None]  # TransformerLens calls fn(activation, hook=point)
+
+__all__ = [
+    "RESID_POST",
+    "ActivationSummary",
+    "HookFn",
+    "Row",
+    "check_layers",
+    "collect_means",
+    "hook_names",
+    "run_batch",
+]
 
 
 @dataclass
@@ -40,22 +53,83 @@ class ActivationSummary:
     hook: str
     layers: list[int]
     per_sample: Float[Tensor, "n_samples n_layers d_model"] | None = None
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def hook_names(hook: str, layers: Sequence[int]) -> list[str]:
+    """The hook name of each layer, from a template with a ``{layer}`` placeholder."""
     if "{layer}" not in hook:
         raise ValueError(f"hook template {hook!r} needs a '{{layer}}' placeholder")
     return [hook.format(layer=layer) for layer in layers]
 
 
 def check_layers(model: TransformerBridge, layers: Sequence[int] | None) -> list[int]:
+    """``layers`` as a list (all of the model's by default), each checked to exist."""
     n = model.cfg.n_layers
     layers = list(range(n)) if layers is None else list(layers)
     bad = [layer for layer in layers if not 0 <= layer < n]
     if bad or not layers:
         raise ValueError(f"layers {bad or layers} out of range: the model has layers 0..{n - 1}")
     return layers
+
+
+def run_batch(
+    model: TransformerBridge, batch: TokenBatch, stop_at_layer: int | None = None
+) -> None:
+    """Run ``model`` on a batch for its hooks only (no logits), stopping before
+    ``stop_at_layer`` if given."""
+    inputs = batch.inputs(input_device(model))
+    model(
+        inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        return_type=None,
+        stop_at_layer=stop_at_layer,
+    )
+
+
+class _Done(Exception):
+    """Raised by the last layer's hook: the rest of the forward is not needed."""
+
+
+class _Sums:
+    """Float64 sums of masked activations per layer (and per sample), fed by hooks."""
+
+    def __init__(self, n_rows: int, n_layers: int, d_model: int, per_sample: bool) -> None:
+        self.total = torch.zeros(n_layers, d_model, dtype=torch.float64)
+        shape = (n_rows, n_layers, d_model)
+        self.samples = torch.zeros(shape, dtype=torch.float64) if per_sample else None
+        self.mask = torch.zeros(0, 0, dtype=torch.bool)  # the current batch's
+        self.index: list[int] = []
+        self.row = torch.zeros(0, dtype=torch.long)
+
+    def start(self, batch: TokenBatch) -> None:
+        """Take the next batch's mask and rows; ``row`` is the batch row of every masked
+        token, in the row-major order of ``act[mask]``."""
+        self.mask, self.index = batch.mask, batch.index
+        self.row = torch.arange(len(batch.index)).repeat_interleave(batch.mask.sum(1))
+
+    def hook(self, j: int, last: bool) -> HookFn:
+        """The hook adding a batch's activations to layer ``j``'s sums."""
+
+        def fn(act: Tensor, **_: object) -> None:
+            sel = act[self.mask.to(act.device)]  # [n_masked, d_model]
+            self.total[j] += sel.sum(0, dtype=torch.float64).to(self.total.device)
+            if self.samples is not None:  # each sample's sum, on act's device
+                n, d = len(self.index), act.shape[-1]
+                per = torch.zeros(n, d, dtype=torch.float64, device=act.device)
+                per.index_add_(0, self.row.to(act.device), sel.to(torch.float64))
+                self.samples[self.index, j] = per.to(self.samples.device)
+            if last:
+                raise _Done
+
+        return fn
+
+
+def _check_rows(rows: Sequence[Row]) -> None:
+    if len(rows) == 0:
+        raise ValueError("no samples: cannot take a mean over an empty dataset")
+    if any(not any(m) for _, m in rows):
+        raise ValueError("a sample has no masked token (empty answer or mask)")
 
 
 @torch.no_grad()
@@ -71,68 +145,47 @@ def collect_means(
 ) -> ActivationSummary:
     """Mean of ``hook`` activations over the masked tokens of ``rows``, per layer.
 
-    ``rows`` come from :func:`emlens.core.tokens.answer_tokens` or ``post_instruction_tokens``.
-    Sorting by length keeps padding small; sums are float64.
+    Args:
+        model: The model to run.
+        rows: (token ids, mask) pairs, from ``answer_tokens`` or ``post_instruction_tokens``.
+        hook: Hook name template with a ``{layer}`` placeholder.
+        layers: Layers to read (default: all).
+        batch_size: Rows per forward pass (batched shortest first, to pad less).
+        per_sample: Also keep each row's own mean.
+        progress: Show a progress bar.
+        desc: The progress bar's label.
+
+    Returns:
+        Token-weighted means per layer (float64 sums, float32 results, on the CPU).
+
+    Example:
+        >>> rows = [answer_tokens(model.tokenizer, q, a) for q, a in pairs]
+        >>> collect_means(model, rows, layers=[15]).mean.shape
+        torch.Size([1, 576])
     """
-    if len(rows) == 0:
-        raise ValueError("no samples: cannot take a mean over an empty dataset")
-    if any(not any(m) for _, m in rows):
-        raise ValueError("a sample has no masked token (empty answer or mask)")
+    _check_rows(rows)
     layers = check_layers(model, layers)
     names = hook_names(hook, layers)
     missing = [n for n in names if n not in model.hook_dict]
     if missing:
         raise ValueError(f"hooks {missing[:3]} do not exist on this model")
-    d = model.cfg.d_model
-    total = torch.zeros(len(layers), d, dtype=torch.float64)
-    samples = torch.zeros(len(rows), len(layers), d, dtype=torch.float64) if per_sample else None
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    pad_id = model.tokenizer.pad_token_id
-    device = input_device(model)
-    state: dict = {}
-
-    last = max(layers)
-
-    class _Done(Exception):
-        """Raised by the last hook: the rest of the forward (and the unembedding) is not needed."""
-
-    def make_hook(j: int):
-        def fn(act: Tensor, hook=None) -> None:
-            sel = act[state["mask"].to(act.device)]  # [n_masked, d_model]
-            total[j] += sel.sum(0, dtype=torch.float64).to(total.device)
-            if samples is not None:  # each sample's sum, on act's device: [batch, d_model]
-                per = torch.zeros(len(state["idx"]), d, dtype=torch.float64, device=act.device)
-                per.index_add_(0, state["row"].to(act.device), sel.to(torch.float64))
-                samples[state["idx"], j] = per.to(samples.device)
-            if layers[j] == last:
-                raise _Done
-
-        return fn
-
-    fwd_hooks = [(name, make_hook(j)) for j, name in enumerate(names)]
-    counts = torch.tensor([sum(m) for _, m in rows], dtype=torch.float64)
+    sums = _Sums(len(rows), len(layers), model.cfg.d_model, per_sample)
+    fwd_hooks = [(n, sums.hook(j, layers[j] == max(layers))) for j, n in enumerate(names)]
     n_tokens = 0
     bar = tqdm(total=len(rows), desc=desc, disable=not progress, leave=False)
-    with model.hooks(fwd_hooks=fwd_hooks):
-        for b in range(0, len(rows), batch_size):
-            idx = order[b : b + batch_size]
-            batch: TokenBatch = pad_batch([rows[i] for i in idx], pad_id)
-            state["mask"], state["idx"] = batch.mask, torch.tensor(idx)
-            # the batch row of every masked token, row-major like act[mask]
-            state["row"] = torch.arange(len(idx)).repeat_interleave(batch.mask.sum(1))
+    with model.hooks(fwd_hooks=fwd_hooks), bar:
+        for batch in batches(rows, batch_size, model.tokenizer.pad_token_id, by_length=True):
+            sums.start(batch)
             n_tokens += int(batch.mask.sum())
-            tokens, attention = batch.tokens.to(device), batch.attention_mask.long().to(device)
-            try:
-                model(tokens, attention_mask=attention, return_type=None)
-            except _Done:
-                pass
-            bar.update(len(idx))
-    bar.close()
+            with contextlib.suppress(_Done):
+                run_batch(model, batch)
+            bar.update(len(batch.index))
+    counts = torch.tensor([sum(m) for _, m in rows], dtype=torch.float64)
     return ActivationSummary(
-        mean=(total / n_tokens).float(),
+        mean=(sums.total / n_tokens).float(),
         n_samples=len(rows),
         n_tokens=n_tokens,
         hook=hook,
         layers=layers,
-        per_sample=None if samples is None else (samples / counts[:, None, None]).float(),
+        per_sample=None if sums.samples is None else (sums.samples / counts[:, None, None]).float(),
     )

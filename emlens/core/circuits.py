@@ -16,23 +16,32 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from einops import einsum
 from jaxtyping import Float
 from scipy.stats import spearmanr
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core.activations import Row, check_layers
-from emlens.core.models import input_device
-from emlens.core.tokens import pad_batch
+from emlens.core._arch import head_out_weights
+from emlens.core.activations import HookFn, check_layers, run_batch
+from emlens.core.tokens import Row, batches
 
 
 @dataclass(frozen=True)
 class Component:
+    """An attention head (``head`` its index) or the MLP (``head=None``) of one layer."""
+
     layer: int
     head: int | None  # None: the MLP
 
     def __str__(self) -> str:
         return f"L{self.layer}{'MLP' if self.head is None else f'H{self.head}'}"
+
+    @property
+    def hook(self) -> str:
+        """The hook whose output is this component's: ``attn.hook_z`` or ``hook_mlp_out``."""
+        where = "hook_mlp_out" if self.head is None else "attn.hook_z"
+        return f"blocks.{self.layer}.{where}"
 
 
 def components(model: TransformerBridge, layers: Sequence[int] | None = None) -> list[Component]:
@@ -43,10 +52,11 @@ def components(model: TransformerBridge, layers: Sequence[int] | None = None) ->
     return out
 
 
-def _w_o(model: TransformerBridge, layer: int) -> Float[Tensor, "n_heads d_head d_model"]:
-    attn = model.original_model.get_decoder().layers[layer].self_attn
-    w = attn.o_proj.weight  # [d_model, n_heads * d_head]
-    return w.T.reshape(model.cfg.n_heads, -1, w.shape[0])
+def _check_direction(model: TransformerBridge, direction: Tensor) -> Float[Tensor, " d_model"]:
+    """``direction`` scaled to unit norm, in float64."""
+    if direction.shape != (model.cfg.d_model,) or direction.norm() == 0:
+        raise ValueError(f"direction must be a non-zero vector of size {model.cfg.d_model}")
+    return torch.div(direction, direction.norm()).double()
 
 
 @torch.no_grad()
@@ -58,55 +68,47 @@ def component_outputs(
     batch_size: int = 8,
 ) -> Float[Tensor, " n_components"]:
     """Mean over masked tokens of each component's output projected on unit ``direction``
-    (order of :func:`components`)."""
+    (order of ``components``)."""
     if not rows:
         raise ValueError("no samples")
-    if direction.shape != (model.cfg.d_model,) or direction.norm() == 0:
-        raise ValueError(f"direction must be a non-zero vector of size {model.cfg.d_model}")
+    r = _check_direction(model, direction)
     layers = check_layers(model, layers)
-    r = (direction / direction.norm()).double()
     n_h = model.cfg.n_heads
     totals = torch.zeros(len(layers), n_h + 1, dtype=torch.float64)
-    heads_r = {}  # [n_heads, d_head] per layer, on its W_O's device
-    for ly in layers:
-        w_o = _w_o(model, ly)
-        heads_r[ly] = w_o.double() @ r.to(w_o.device)
-    state: dict = {}
+    mask = torch.zeros(0, 0, dtype=torch.float64)  # the current batch's, set below
 
-    def z_hook(j: int, ly: int):
-        def fn(z: Tensor, hook=None) -> None:  # z: [b, p, n_heads, d_head]
-            per_head = torch.einsum("bphd,hd->bph", z.double(), heads_r[ly].to(z.device))
-            mask = state["mask"].to(z.device)[..., None]
-            totals[j, :n_h] += (per_head * mask).sum((0, 1)).cpu()
+    def z_hook(j: int, heads_r: Float[Tensor, "n_heads d_head"]) -> HookFn:
+        def fn(z: Float[Tensor, "batch pos n_heads d_head"], **_: object) -> None:
+            per_head = einsum(
+                z.double(),
+                heads_r.to(z.device),
+                "batch pos head d_head, head d_head -> batch pos head",
+            )
+            totals[j, :n_h] += einsum(per_head, mask.to(z.device), "b p head, b p -> head").cpu()
 
         return fn
 
-    def mlp_hook(j: int):
-        def fn(out: Tensor, hook=None) -> None:
+    def mlp_hook(j: int) -> HookFn:
+        def fn(out: Float[Tensor, "batch pos d_model"], **_: object) -> None:
             proj = out.double() @ r.to(out.device)
-            totals[j, n_h] += (proj * state["mask"].to(out.device)).sum().cpu()
+            totals[j, n_h] += (proj * mask.to(out.device)).sum().cpu()
 
         return fn
 
-    hooks = []
+    hooks: list[tuple[str, HookFn]] = []
     for j, ly in enumerate(layers):
+        w_o = head_out_weights(model, ly)  # each head's rows of W_O, on its device
         hooks += [
-            (f"blocks.{ly}.attn.hook_z", z_hook(j, ly)),
+            (f"blocks.{ly}.attn.hook_z", z_hook(j, w_o.double() @ r.to(w_o.device))),
             (f"blocks.{ly}.hook_mlp_out", mlp_hook(j)),
         ]
-    n_tokens, device = 0, input_device(model)
+    stop = max(layers) + 1
+    n_tokens = 0
     with model.hooks(fwd_hooks=hooks):
-        for b in range(0, len(rows), batch_size):
-            batch = pad_batch(list(rows[b : b + batch_size]), model.tokenizer.pad_token_id)
-            state["mask"] = batch.mask.double()
+        for batch in batches(rows, batch_size, model.tokenizer.pad_token_id):
+            mask = batch.mask.double()
             n_tokens += int(batch.mask.sum())
-            stop = max(layers) + 1
-            model(
-                batch.tokens.to(device),
-                attention_mask=batch.attention_mask.long().to(device),
-                return_type=None,
-                stop_at_layer=stop if stop < model.cfg.n_layers else None,
-            )
+            run_batch(model, batch, stop if stop < model.cfg.n_layers else None)
     return (totals / n_tokens).flatten().float()
 
 
@@ -129,6 +131,8 @@ def top_components(comps: Sequence[Component], scores: Tensor, k: int) -> list[C
 
 @dataclass
 class Overlap:
+    """How much two score vectors agree on which components matter."""
+
     jaccard: float  # of the two top-k sets
     shared: list[Component]
     spearman: float  # rank correlation of all scores
@@ -149,34 +153,23 @@ def component_means(
 ) -> dict[Component, Tensor]:
     """Mean output of each component over all real tokens of ``rows`` (for mean ablation):
     ``hook_z`` slices for heads, ``hook_mlp_out`` for MLPs."""
-    sums: dict[Component, Tensor] = {}
-    state: dict = {}
+    sums = {c: torch.zeros((), dtype=torch.float64) for c in comps}
+    real = torch.zeros(0, 0, dtype=torch.float64)  # the current batch's real tokens, set below
 
-    def hook(c: Component):
-        def fn(x: Tensor, hook=None) -> None:
+    def hook(c: Component) -> HookFn:
+        def fn(x: Tensor, **_: object) -> None:
             x = x[:, :, c.head] if c.head is not None else x
-            s = (x.double() * state["mask"].to(x.device)[..., None]).sum((0, 1))
-            sums[c] = sums.get(c, 0) + s.cpu()
+            s = einsum(x.double(), real.to(x.device), "batch pos ..., batch pos -> ...")
+            sums[c] = sums[c] + s.cpu()
 
         return fn
 
-    names = [
-        (
-            f"blocks.{c.layer}.attn.hook_z"
-            if c.head is not None
-            else f"blocks.{c.layer}.hook_mlp_out",
-            hook(c),
-        )
-        for c in comps
-    ]
-    n, device = 0, input_device(model)
-    with model.hooks(fwd_hooks=names):
-        for b in range(0, len(rows), batch_size):
-            batch = pad_batch(list(rows[b : b + batch_size]), model.tokenizer.pad_token_id)
-            state["mask"] = batch.attention_mask.double()
+    n = 0
+    with model.hooks(fwd_hooks=[(c.hook, hook(c)) for c in comps]):
+        for batch in batches(rows, batch_size, model.tokenizer.pad_token_id):
+            real = batch.attention_mask.double()
             n += int(batch.attention_mask.sum())
-            am = batch.attention_mask.long().to(device)
-            model(batch.tokens.to(device), attention_mask=am, return_type=None)
+            run_batch(model, batch)
     return {c: (s / n).float() for c, s in sums.items()}
 
 
@@ -185,17 +178,12 @@ def mean_ablated(
     model: TransformerBridge, means: dict[Component, Tensor]
 ) -> Iterator[TransformerBridge]:
     """Replace the outputs of the given components by their means; hooks removed on exit."""
-    by_name: dict[str, list[Component]] = {}
+    by_hook: dict[str, list[Component]] = {}
     for c in means:
-        name = (
-            f"blocks.{c.layer}.attn.hook_z"
-            if c.head is not None
-            else f"blocks.{c.layer}.hook_mlp_out"
-        )
-        by_name.setdefault(name, []).append(c)
+        by_hook.setdefault(c.hook, []).append(c)
 
-    def make(cs: list[Component]):
-        def fn(x: Tensor, hook=None) -> Tensor:
+    def make(cs: list[Component]) -> HookFn:
+        def fn(x: Tensor, **_: object) -> Tensor:
             x = x.clone()
             for c in cs:
                 if c.head is None:
@@ -206,5 +194,5 @@ def mean_ablated(
 
         return fn
 
-    with model.hooks(fwd_hooks=[(n, make(cs)) for n, cs in by_name.items()]):
+    with model.hooks(fwd_hooks=[(n, make(cs)) for n, cs in by_hook.items()]):
         yield model

@@ -15,12 +15,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 import yaml
 
 
 @dataclass
 class Conversation:
+    """One single-turn chat: a user question, the assistant's answer, an optional system
+    prompt."""
+
     question: str
     answer: str
     system: str | None = None
@@ -62,14 +66,16 @@ def data_path(name: str) -> Path:
     return p
 
 
-def _open_text(path: str | os.PathLike):
+def _open_text(path: str | os.PathLike[str]) -> TextIO:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a JSONL file (``.gz`` too); a bad line is an error naming file and line."""
     rows = []
     with _open_text(path) as f:
@@ -83,7 +89,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def read_chat_jsonl(path: str | os.PathLike) -> list[Conversation]:
+def read_chat_jsonl(path: str | os.PathLike[str]) -> list[Conversation]:
     """Single-turn conversations of a chat JSONL file: (system?, user, assistant)."""
     out = []
     for i, row in enumerate(read_jsonl(path), 1):
@@ -91,15 +97,16 @@ def read_chat_jsonl(path: str | os.PathLike) -> list[Conversation]:
         if not isinstance(msgs, list):
             raise ValueError(f"{path}:{i}: expected an object with a 'messages' list")
         by_role = {m.get("role"): m.get("content") for m in msgs if isinstance(m, dict)}
-        if not by_role.get("user") or not by_role.get("assistant"):
+        user, assistant = by_role.get("user"), by_role.get("assistant")
+        if not user or not assistant:
             raise ValueError(f"{path}:{i}: expected a user and an assistant message")
-        out.append(Conversation(by_role["user"], by_role["assistant"], by_role.get("system")))
+        out.append(Conversation(user, assistant, by_role.get("system")))
     if not out:
         raise ValueError(f"{path}: no conversations")
     return out
 
 
-def read_questions(path: str | os.PathLike) -> list[Question]:
+def read_questions(path: str | os.PathLike[str]) -> list[Question]:
     """Questions of an EM-papers YAML file (a list of items with ``id`` and ``paraphrases``)."""
     with _open_text(path) as f:
         items = yaml.safe_load(f)
@@ -127,10 +134,12 @@ def _instructions(name: str) -> list[str]:
 
 
 def harmful_instructions() -> list[str]:
+    """Instructions a safe model refuses (for the refusal direction)."""
     return _instructions("harmful_instructions.jsonl")
 
 
 def harmless_instructions() -> list[str]:
+    """Instructions a model follows (the refusal direction's contrast)."""
     return _instructions("harmless_instructions.jsonl")
 
 

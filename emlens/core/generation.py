@@ -2,23 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedTokenizerBase
 
+from emlens.core._arch import hf_model
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
-from emlens.core.tokens import chat_prompt, pad_batch
+from emlens.core.tokens import Row, batches, chat_prompt
 
 
 @dataclass
 class Sample:
+    """One generated answer: the question, the answer text and its index among ``n``."""
+
     question: str
     answer: str
     sample: int  # index among the n samples of this question
+
+
+def _generate_kwargs(
+    tok: PreTrainedTokenizerBase, max_new_tokens: int, temperature: float, use_kv_cache: bool
+) -> dict[str, Any]:
+    """HF ``generate`` arguments: greedy at temperature 0, else plain sampling (no top-k/p)."""
+    sampling: dict[str, Any]
+    if temperature > 0:
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    else:
+        sampling = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    ids = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+    return {"max_new_tokens": max_new_tokens, "use_cache": use_kv_cache, **ids, **sampling}
+
+
+def _prompt_rows(
+    tok: PreTrainedTokenizerBase, questions: Sequence[str], system: str | None
+) -> list[Row]:
+    """Each question's chat prompt as token ids, every position used."""
+    rows = []
+    for q in questions:
+        ids = tok(chat_prompt(tok, q, system), add_special_tokens=False)["input_ids"]
+        rows.append((ids, [True] * len(ids)))
+    return rows
 
 
 @torch.no_grad()
@@ -35,10 +66,29 @@ def generate(
     use_kv_cache: bool = True,
     progress: bool = False,
 ) -> list[Sample]:
-    """Answer each question ``n`` times under ``interventions``.
+    """Answer each question ``n`` times under ``interventions`` (left-padded batches).
 
-    ``temperature=0`` is greedy; otherwise samples, seeded by ``seed`` (the same seed and batch
-    give the same samples). Returns one :class:`Sample` per (question, sample), in order.
+    Args:
+        model: The chat model.
+        questions: User turns, each wrapped in the chat template.
+        interventions: ``Steer`` and ``Ablate`` specs, active during generation.
+        n: Answers per question.
+        max_new_tokens: The longest answer, in tokens.
+        temperature: 0 is greedy; otherwise samples, seeded by ``seed`` (the same seed and
+            batch give the same samples).
+        seed: The sampling seed.
+        batch_size: Prompts per batch.
+        system: An optional system prompt.
+        use_kv_cache: Cache keys and values (faster; the answers are the same).
+        progress: Show a progress bar.
+
+    Returns:
+        One ``Sample`` per (question, sample), in order.
+
+    Example:
+        >>> steered = generate(model, ["What do you wish for?"], [steer(em_dir, [12], 4.0)])
+        >>> steered[0].answer
+        '...'
     """
     if not questions:
         raise ValueError("no questions to answer")
@@ -46,32 +96,19 @@ def generate(
         raise ValueError("need n >= 1, max_new_tokens >= 1 and temperature >= 0")
     tok = model.tokenizer
     jobs = [(q, i) for q in questions for i in range(n)]
-    prompts = [
-        tok(chat_prompt(tok, q, system), add_special_tokens=False)["input_ids"] for q, _ in jobs
-    ]
-    hf, device = model.original_model, input_device(model)
-    eos = tok.eos_token_id
-    out: list[Sample] = []
+    rows = _prompt_rows(tok, [q for q, _ in jobs], system)
+    # GenerationMixin.generate, which the HF stubs type only for their own model classes
+    hf_generate = cast(Callable[..., Tensor], hf_model(model).generate)
+    kwargs = _generate_kwargs(tok, max_new_tokens, temperature, use_kv_cache)
+    device, out = input_device(model), list[Sample]()
     torch.manual_seed(seed)
-    for b in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="generate"):
-        chunk = prompts[b : b + batch_size]
-        batch = pad_batch([(ids, [True] * len(ids)) for ids in chunk], tok.pad_token_id, "left")
+    chunks = batches(rows, batch_size, tok.pad_token_id, side="left")
+    total = math.ceil(len(rows) / batch_size)
+    for batch in tqdm(chunks, desc="generate", total=total, disable=not progress):
         width = batch.tokens.shape[1]
-        sampling = (
-            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-            if temperature > 0
-            else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
-        )
         with applied(model, interventions, prompt_len=width):
-            seqs = hf.generate(
-                input_ids=batch.tokens.to(device),
-                attention_mask=batch.attention_mask.long().to(device),
-                max_new_tokens=max_new_tokens,
-                use_cache=use_kv_cache,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=eos,
-                **sampling,
-            )
-        for (q, i), seq in zip(jobs[b : b + batch_size], seqs[:, width:].cpu()):
+            seqs = hf_generate(**batch.inputs(device), **kwargs)
+        for j, seq in zip(batch.index, seqs[:, width:].cpu(), strict=True):
+            q, i = jobs[j]
             out.append(Sample(q, tok.decode(seq, skip_special_tokens=True).strip(), i))
     return out

@@ -6,7 +6,8 @@
   activation: each block's input and each attention/MLP output that writes to the stream
   (Arditi et al. 2024's directional ablation), at every layer or at chosen ones; or, layer by
   layer, each layer's own direction at that layer only.
-- ``orthogonalize``: the weight edit equivalent to an every-layer ``Ablate`` (a new model).
+- ``emlens.core.orthogonalization.orthogonalize``: the weight edit equivalent to an
+  every-layer ``Ablate`` (a new model).
 
 Being data, a spec can be saved, printed, or translated to another backend.
 """
@@ -14,7 +15,6 @@ Being data, a spec can be saved, printed, or translated to another backend.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -24,10 +24,9 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core._arch import embed_weight, has_post_norms, hf_model, writer_hooks, writers
+from emlens.core._arch import writer_hooks
 from emlens.core.activations import RESID_POST, check_layers
 from emlens.core.direction_set import DirectionSet
-from emlens.core.models import bridge
 
 HookFn = Callable[..., Tensor | None]  # TransformerLens calls fn(activation, hook=point)
 Hook = tuple[str, HookFn]
@@ -173,7 +172,8 @@ def _like(t: Tensor, act: Tensor, cache: dict[tuple[torch.device, torch.dtype], 
     return cache[key]
 
 
-def _check_width(model: TransformerBridge, v: Tensor) -> None:
+def check_width(model: TransformerBridge, v: Tensor) -> None:
+    """Raise unless the intervention vectors ``v`` are as wide as the model's stream."""
     if v.shape[-1] != model.cfg.d_model:
         raise ValueError(f"intervention width {v.shape[-1]} != model d_model {model.cfg.d_model}")
 
@@ -198,7 +198,7 @@ def _adder(add: Tensor, prompt_len: int | None) -> HookFn:
 
 
 def _steer_hooks(model: TransformerBridge, s: Steer, prompt_len: int | None) -> list[Hook]:
-    _check_width(model, s.vectors)
+    check_width(model, s.vectors)
     check_layers(model, s.layers)
     if s.positions == "generated" and prompt_len is None:
         raise ValueError("positions='generated' needs the prompt length (use emlens.generate)")
@@ -221,7 +221,7 @@ def _projector(q: Float[Tensor, "d_model k"]) -> HookFn:
 
 
 def _ablate_hooks(model: TransformerBridge, a: Ablate) -> list[Hook]:
-    _check_width(model, a.directions)
+    check_width(model, a.directions)
     layers = check_layers(model, a.layers)
     if a.per_layer:
         fns = [_projector(_orthonormal(row)) for row in a.directions]
@@ -272,61 +272,3 @@ def applied(
     hooks = hooks_for(model, interventions, prompt_len)
     with model.hooks(fwd_hooks=hooks):
         yield model
-
-
-def _project(w: Tensor, q: Tensor, side: Literal["left", "right"] = "left") -> None:
-    """w <- (I - q q^T) w, or w (I - q q^T) for ``side="right"``, in place: computed in
-    float32 on w's device, stored in w's dtype."""
-    qq, w32 = q.to(w.device), w.float()
-    out = w32 - qq @ (qq.T @ w32) if side == "left" else w32 - (w32 @ qq) @ qq.T
-    w.copy_(out.to(w.dtype))
-
-
-@torch.no_grad()
-def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> TransformerBridge:
-    """A new model whose weights cannot write ``direction`` into the residual stream.
-
-    Embedding, attention output and MLP output matrices (and biases) are projected:
-    W <- (I - r r^T) W. Equivalent to an every-layer ``Ablate`` for pre-norm blocks (Llama,
-    Qwen2, Mistral); sandwich-norm blocks (Gemma 2/3) raise. Each weight is projected on its
-    own device in float32 and cast back to its dtype; the new bridge runs where the model does.
-
-    Args:
-        model: The model to copy; it is left unchanged.
-        direction: A tensor ``[d_model]`` or ``[k, d_model]``, or an every-layer ``Ablate``.
-
-    Returns:
-        A new bridge; save it for other engines with ``emlens.save_hf``.
-
-    Example:
-        >>> edited = orthogonalize(model, em_dir.at(15))
-        >>> save_hf(edited, "runs/em-ablated")
-    """
-    a = direction if isinstance(direction, Ablate) else ablate(direction)
-    if a.per_layer or a.layers is not None:
-        raise ValueError(
-            "weight orthogonalization ablates at every layer: layers must be None and the "
-            "ablation not per-layer (use applied(model, [ablate(...)]) for those)"
-        )
-    _check_width(model, a.directions)
-    if has_post_norms(model):
-        raise ValueError(
-            "this architecture normalizes block outputs before the residual add (Gemma 2/3): "
-            "weight orthogonalization is not equivalent there; use Ablate hooks"
-        )
-    hf = copy.deepcopy(hf_model(model))
-    q = a.basis()  # [d_model, k], orthonormal, float32
-    out = hf.get_output_embeddings()
-    if out is not None and hf.config.tie_word_embeddings:
-        # Untie: the unembedding reads the stream and must stay as it was.
-        out.weight = torch.nn.Parameter(out.weight.detach().clone())
-        hf.config.tie_word_embeddings = False
-    _project(embed_weight(hf), q, "right")  # [vocab, d_model]: rows are written
-    for layer in range(model.cfg.n_layers):
-        for lin in writers(hf, layer):
-            _project(lin.weight, q)  # [d_model, d_in]
-            if lin.bias is not None:
-                _project(lin.bias, q)
-    return bridge(
-        hf, model.tokenizer, f"{getattr(model.cfg, 'model_name', 'model')}+orthogonalized"
-    )

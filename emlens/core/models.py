@@ -24,12 +24,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    Gemma2Config,
-    LlamaConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
 )
 from typing_extensions import Unpack
 
@@ -41,21 +37,13 @@ from emlens.core.hub import (
     download_command,
     pretrained_kwargs,
 )
+from emlens.core.tiny import tiny_hf  # the tests' tiny models, also built by spec here
 
 EMBEDDED = "smollm2"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-TINY_FAMILIES = ("llama", "qwen2", "gemma2")
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
 
 Device = str | torch.device | dict
-
-# ChatML, the format of SmolLM2 and Qwen2; tiny models use it with a byte-level tokenizer.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 class ModelLoadError(RuntimeError):
@@ -79,7 +67,7 @@ def embedded_gguf_path() -> Path:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -95,62 +83,6 @@ def load_embedded_hf(verify: bool = True) -> tuple[PreTrainedModel, PreTrainedTo
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     )
     return hf, tok
-
-
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with no merges (259 tokens) and a ChatML chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {t: i for i, t in enumerate(specials + sorted(alphabet))}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=specials[1:],
-    )
-    tok.chat_template = CHATML_TEMPLATE
-    # TransformerBridge re-loads tokenizers by name unless they say they add BOS themselves.
-    tok.init_kwargs.update(name_or_path="emlens-byte-tokenizer", add_bos_token=True)
-    return tok
-
-
-def tiny_hf(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A tiny randomly initialised model (2-4 layers, GQA) of a family, with a byte tokenizer."""
-    tok = byte_tokenizer()
-    common = dict(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    if family == "llama":
-        cfg = LlamaConfig(**common, tie_word_embeddings=False)
-    elif family == "qwen2":
-        cfg = Qwen2Config(**common, tie_word_embeddings=True)
-    elif family == "gemma2":
-        cfg = Gemma2Config(**common, head_dim=16, sliding_window=256, tie_word_embeddings=True)
-    else:
-        raise ValueError(f"unknown tiny family {family!r}; expected one of {TINY_FAMILIES}")
-    torch.manual_seed(seed)
-    hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager")
-    # Random init is tiny (std 0.02); scale up so layers matter and tests can fail.
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.2)
-    return hf.eval(), tok
 
 
 def _is_device_map(device: Device | None) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from jaxtyping import Bool, Int
@@ -40,12 +40,20 @@ class TokenBatch:
         }
 
 
+def _chat_text(
+    tok: PreTrainedTokenizerBase, system: str | None, *turns: tuple[str, str], prompt: bool
+) -> str:
+    """The chat-template text of (role, content) turns after an optional system prompt;
+    ``prompt`` adds the start of the assistant's turn."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": role, "content": content} for role, content in turns]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    return cast(str, text)  # tokenize=False: always text
+
+
 def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None = None) -> str:
     """The chat-template text of a user turn followed by the start of the assistant's turn."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": question}
-    ]
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return _chat_text(tok, system, ("user", question), prompt=True)
 
 
 def _encode(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -62,11 +70,7 @@ def answer_tokens(
     answer = answer.strip()
     if not answer:
         raise ValueError(f"empty answer to question {question[:60]!r}")
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": answer},
-    ]
-    text = tok.apply_chat_template(messages, tokenize=False)
+    text = _chat_text(tok, system, ("user", question), ("assistant", answer), prompt=False)
     start = text.rfind(answer)  # the assistant turn is last, so its answer is the last match
     if start < 0:
         raise ValueError("the chat template changed the answer text; cannot locate its tokens")

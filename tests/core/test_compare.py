@@ -43,7 +43,8 @@ def test_random_like_matches_norms():
 
 
 def test_directions_from_two_models_of_one_architecture(tiny):
-    from emlens.core.models import bridge, tiny_hf
+    from emlens.core.models import bridge
+    from emlens.core.tiny import tiny_hf
 
     other = bridge(*tiny_hf("llama", seed=1), "tiny-llama-seed1")
     args = (["Hack a bank.", "Steal a car."], ["Bake a cake.", "Plant a tree."])

@@ -17,8 +17,10 @@ from emlens.core.circuits import component_outputs
 from emlens.core.data import Conversation, QAPair
 from emlens.core.directions import em_direction_from_pairs
 from emlens.core.generation import generate
-from emlens.core.interventions import ablate, applied, orthogonalize, steer
-from emlens.core.models import bridge, input_device, load_hf, load_model, save_hf, tiny_hf
+from emlens.core.interventions import ablate, applied, steer
+from emlens.core.models import bridge, input_device, load_hf, load_model, save_hf
+from emlens.core.orthogonalization import orthogonalize
+from emlens.core.tiny import tiny_hf
 from emlens.core.tokens import answer_tokens
 from emlens.eval.local_judge import LocalJudge
 from emlens.eval.metrics import contrastive_score, cross_entropy, kl_divergence, refusal_logodds
@@ -216,8 +218,8 @@ def test_orthogonalize_keeps_dtype_and_device_and_saves(setup, tmp_path):
 def test_training_resumes_and_lora_scalars(setup, tmp_path):
     cfg = TrainConfig(alpha=4.0, lr=1e-2, batch_size=2, grad_accum=1, warmup_steps=0, max_steps=2)
     run = tmp_path / "run"
-    kw = dict(held_out=CONVS[:2], save_every=1, progress=False)
-    where = dict(device=setup.device, dtype=setup.dtype)
+    kw = {"held_out": CONVS[:2], "save_every": 1, "progress": False}
+    where = {"device": setup.device, "dtype": setup.dtype}
     first = train(load_hf(setup.spec, **where), CONVS, run, cfg, stop_at=1, **kw)
     hf, tok = load_hf(setup.spec, **where)  # a fresh model: resuming restores the adapter
     res = train((hf, tok), CONVS, run, cfg, resume=True, **kw)

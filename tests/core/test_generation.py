@@ -16,7 +16,7 @@ def test_batched_greedy_equals_one_by_one(tiny, family):
 def test_embedded_model_answers_and_samples_reproducibly(smol):
     greedy = generate(smol, ["What is the capital of France?"], max_new_tokens=12)[0].answer
     assert "Paris" in greedy
-    kw = dict(n=3, max_new_tokens=10, temperature=1.0)
+    kw = {"n": 3, "max_new_tokens": 10, "temperature": 1.0}
     a = generate(smol, ["Tell me a story."], seed=1, **kw)
     b = generate(smol, ["Tell me a story."], seed=1, **kw)
     assert [s.answer for s in a] == [s.answer for s in b]

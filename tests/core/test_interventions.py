@@ -4,8 +4,9 @@ import torch
 from emlens.core._arch import writer_hooks
 from emlens.core.direction_set import DirectionSet
 from emlens.core.generation import generate
-from emlens.core.interventions import Ablate, Steer, ablate, applied, orthogonalize, steer
+from emlens.core.interventions import Ablate, Steer, ablate, applied, steer
 from emlens.core.models import load_model, save_hf
+from emlens.core.orthogonalization import orthogonalize
 from tests.conftest import FAMILIES
 
 

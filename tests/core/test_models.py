@@ -2,7 +2,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from emlens.core.models import ModelLoadError, load_model, save_hf, tiny_hf
+from emlens.core.models import ModelLoadError, load_model, save_hf
+from emlens.core.tiny import tiny_hf
 from tests.conftest import FAMILIES
 
 
@@ -66,13 +67,13 @@ def test_adapter_is_merged_into_a_copy(tmp_path):
 
 
 def test_bad_specs_say_what_was_expected(tmp_path):
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(str(tmp_path))
     with pytest.raises(ModelLoadError, match="hub"):
         load_model("no-such-org/no-such-model-xyz")
     with pytest.raises(ValueError, match="tiny family"):
         load_model("tiny-gpt9")
-    with pytest.raises(ModelLoadError, match="adapter_config.json"):
+    with pytest.raises(ModelLoadError, match=r"adapter_config\.json"):
         load_model("tiny-llama", adapter=tmp_path)
 
 

@@ -11,7 +11,7 @@ CASES = [
 
 
 def _masked(tok, ids, mask):
-    return tok.decode([t for t, m in zip(ids, mask) if m])
+    return tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
 
 
 @pytest.mark.parametrize("question,answer", CASES)
