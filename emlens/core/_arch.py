@@ -8,7 +8,7 @@ Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2) and Gemm
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from einops import rearrange
@@ -16,6 +16,9 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, PretrainedConfig
 
 # Every linear layer of a Llama-architecture block: LoRA's "all-linear" target list.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -88,3 +91,41 @@ def unembed(
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+# Families whose blocks compute what a Llama block computes, with the Llama config fields that
+# make it so (Qwen2: biases on q, k, v; Llama's attention_bias adds o's too, left at zero).
+AS_LLAMA: dict[str, dict[str, bool]] = {
+    "llama": {},
+    "qwen2": {"attention_bias": True},
+    "mistral": {},
+}
+_WINDOW_KEYS = ("layer_types", "max_window_layers", "sliding_window", "use_sliding_window")
+
+
+def llama_config(config: PretrainedConfig, **fields: bool) -> LlamaConfig:
+    """``config`` as a Llama config of the same computation, with ``fields`` set
+    (``mlp_bias=True``: biases on gate, up and down projections).
+
+    Raises:
+        ValueError: a family that is not Llama-architecture, or uses sliding-window attention.
+    """
+    from transformers import LlamaConfig
+
+    d = config.to_dict()
+    family = d.pop("model_type", None)
+    windowed = bool(d.get("use_sliding_window")) or any(
+        t != "full_attention" for t in d.get("layer_types") or ()
+    )
+    if family == "mistral":  # Mistral applies its window whenever one is set
+        windowed = windowed or d.get("sliding_window") is not None
+    if family not in AS_LLAMA or windowed:
+        raise ValueError(
+            f"a {family} model{' with sliding-window attention' if windowed else ''} is not a "
+            f"Llama-architecture model: expected one of {sorted(AS_LLAMA)}, without a window"
+        )
+    for key in ("architectures", *_WINDOW_KEYS):
+        d.pop(key, None)
+    out = LlamaConfig(**(d | AS_LLAMA[family] | fields))
+    out.architectures = ["LlamaForCausalLM"]
+    return out
