@@ -2,7 +2,7 @@
 
 The rest of emlens addresses activations by TransformerLens hook names; only this module names
 an HF module path (``o_proj``, ``down_proj``, the decoder's ``layers``), a family's extra norms
-(Gemma 2/3 normalise each block output before the residual add) or its logit soft-cap.
+(Gemma 2/3 normalize each block output before the residual add) or its logit soft-cap.
 Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2) and Gemma 2/3.
 """
 
@@ -66,7 +66,7 @@ def head_out_weights(
 
 
 def has_post_norms(model: TransformerBridge) -> bool:
-    """True for sandwich-norm blocks (Gemma 2/3), which normalise outputs before the add."""
+    """True for sandwich-norm blocks (Gemma 2/3), which normalize outputs before the add."""
     return any(f"{POST_NORMS[0]}." in name for name in model.hook_dict)
 
 

@@ -151,7 +151,7 @@ def test_subspace_ablation(tiny):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_weight_orthogonalisation_equals_hook_ablation(tiny, family):
+def test_weight_orthogonalization_equals_hook_ablation(tiny, family):
     model = tiny(family)  # qwen2 ties embeddings: orthogonalize must untie them
     r = _direction(model).at(1)
     toks = _tokens(model)
@@ -164,7 +164,7 @@ def test_weight_orthogonalisation_equals_hook_ablation(tiny, family):
     assert (plain - want).abs().max() > 1e-2  # ablation changed the model, the original is intact
 
 
-def test_weight_orthogonalisation_on_the_embedded_model(smol):
+def test_weight_orthogonalization_on_the_embedded_model(smol):
     r = torch.randn(smol.cfg.d_model, generator=torch.Generator().manual_seed(0))
     toks = _tokens(smol)
     edited = orthogonalize(smol, r)
@@ -191,7 +191,7 @@ def test_orthogonalized_model_saved_as_hf_equals_hook_ablation(request, tiny, na
     assert (plain - want).abs().max() > 1e-1
 
 
-def test_orthogonalisation_refuses_sandwich_norms(tiny):
+def test_orthogonalization_refuses_sandwich_norms(tiny):
     with pytest.raises(ValueError, match="Gemma"):
         orthogonalize(tiny("gemma2"), torch.ones(64))
 
