@@ -51,7 +51,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    organism_features(load_model("smollm2"), read_organisms(a.reference))
+    # one domain at a time, every base model in each: a partial cache already spans them
+    orgs = sorted(read_organisms(a.reference), key=lambda o: (o.domain, o.base_model))
+    organism_features(load_model("smollm2"), orgs)
 
 
 if __name__ == "__main__":

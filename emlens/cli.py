@@ -50,7 +50,7 @@ def cmd_directions(a: argparse.Namespace) -> None:
         if bool(a.misaligned) != bool(a.aligned):
             raise SystemExit("give both --misaligned and --aligned chat JSONL files, or neither")
         if a.judged:
-            from emlens.cli_judge import judged_direction
+            from emlens._cli_judge import judged_direction
 
             ds = judged_direction(a, model, layers)
         elif a.misaligned:
@@ -156,7 +156,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     model = _load(a)
     questions = data.read_questions(a.questions) if a.questions else data.em_questions()
     if a.judge.startswith("probe:"):
-        from emlens.cli_judge import evaluate_with_probe
+        from emlens._cli_judge import evaluate_with_probe
 
         evaluate_with_probe(a, model, questions, _interventions(a, model))
         return
@@ -263,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="CSV of every sample with its scores")
     e.set_defaults(fn=cmd_evaluate)
 
-    from emlens.cli_judge import add_parser as add_judge_parser
+    from emlens._cli_judge import add_parser as add_judge_parser
 
     add_judge_parser(sub, model_args)
     m = sub.add_parser("demo", help="the main job on the embedded model")
