@@ -29,6 +29,7 @@ from emlens.organisms.trajectory import (
     phase_change,
     trajectory_pca,
 )
+from emlens.organisms.trl_training import trl_train
 
 __all__ = [
     "ELASTICITY_CONFIG",
@@ -66,4 +67,5 @@ __all__ = [
     "scale_adapters",
     "train",
     "trajectory_pca",
+    "trl_train",
 ]
