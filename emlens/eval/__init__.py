@@ -41,7 +41,7 @@ from emlens.eval.metrics import (
     refusal_logodds,
     refusal_rate,
 )
-from emlens.eval.serve import BadRequest, complete, make_server, serve_in_thread
+from emlens.eval.serve import BadRequest, ServeLimits, complete, make_server, serve_in_thread
 from emlens.eval.stats import Estimate, Rate, bootstrap, wilson
 from emlens.eval.sweeps import (
     Metric,
@@ -73,6 +73,7 @@ __all__ = [
     "Metric",
     "Rate",
     "Selection",
+    "ServeLimits",
     "TopLogprobs",
     "ablation_sweep",
     "aggregate",

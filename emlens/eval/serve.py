@@ -1,75 +1,65 @@
 """An OpenAI-compatible Chat Completions server for a local model, with interventions.
 
 The OpenAI API's ``POST /v1/chat/completions`` (messages, max_tokens, temperature, top_p,
-seed, n, logprobs, top_logprobs) and ``GET /v1/models``, answered by a model emlens loads,
-optionally steered or ablated, so external harnesses (and emlens's own HTTP judge) can query
-it. Requests are served one at a time (one model). The command is ``emlens serve``.
+seed, n, logprobs, top_logprobs; `emlens.eval.chat_request`) and ``GET /v1/models``, answered
+by a model emlens loads, optionally steered or ablated, so external harnesses (and emlens's
+own HTTP judge) can query it. The command is ``emlens serve``.
+
+The server holds up under load (`ServeLimits`): requests are answered one at a time (one
+model) from a bounded queue (503 with ``Retry-After`` when full); one request's work
+(``n x max_tokens``) and body size are capped (400, 413); generation stops when its client
+has gone; a slow client times out without holding the model; and a bearer token (from an
+environment variable) is required when bound to anything but loopback.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Sequence
+from http.server import ThreadingHTTPServer
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
+from emlens.eval._serve_http import ServeLimits, http_server
+from emlens.eval.chat_request import MAX_WORK, BadRequest, ChatRequest, parse_request
+
+__all__ = [
+    "BadRequest",
+    "ClientGone",
+    "ServeLimits",
+    "complete",
+    "make_server",
+    "serve_in_thread",
+]
 
 
-class BadRequest(ValueError):
-    """A Chat Completions request body emlens cannot answer (HTTP 400)."""
+class ClientGone(RuntimeError):
+    """The client closed its connection; generation for it stopped early."""
 
 
-@dataclass(frozen=True)
-class _Request:
-    """The fields of a Chat Completions body that `complete` uses, validated."""
+class _Until(StoppingCriteria):
+    """Stops every sequence once ``stop()`` is true (checked once per new token)."""
 
-    messages: list[dict[str, Any]]
-    max_tokens: int
-    temperature: float
-    n: int
-    top_logprobs: int  # 0: no logprobs
-    top_p: float
-    seed: int | None
+    def __init__(self, stop: Callable[[], bool]):
+        self.stop = stop
 
-
-def _parse(body: dict[str, Any]) -> _Request:
-    msgs = body.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise BadRequest("'messages' must be a non-empty list of {role, content}")
-    if not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
-        raise BadRequest("each message needs 'role' and 'content'")
-    temperature = float(body.get("temperature", 1.0))
-    req = _Request(
-        messages=msgs,
-        max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 16),
-        temperature=temperature,
-        n=int(body.get("n", 1)),
-        top_logprobs=int(body.get("top_logprobs") or 0) if body.get("logprobs") else 0,
-        top_p=float(body.get("top_p", 1)) if temperature > 0 else 1.0,  # greedy: unused
-        seed=None if body.get("seed") is None else int(body["seed"]),
-    )
-    if not (
-        1 <= req.max_tokens <= 4096
-        and 0 <= req.temperature
-        and 1 <= req.n <= 64
-        and 0 <= req.top_logprobs <= 20
-    ):
-        raise BadRequest("need 1<=max_tokens<=4096, temperature>=0, 1<=n<=64, top_logprobs<=20")
-    return req
+    def __call__(self, input_ids: Tensor, *args: Any, **kwargs: Any) -> Tensor:  # noqa: ARG002
+        done = self.stop()
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 def _generate(
-    model: TransformerBridge, req: _Request, interventions: Sequence[Intervention]
+    model: TransformerBridge,
+    req: ChatRequest,
+    interventions: Sequence[Intervention],
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[int, Tensor, list[Tensor]]:
     """Sample the request's completions: prompt length, new tokens (CPU), per-step logits."""
     tok, hf = model.tokenizer, cast(Any, model.original_model)  # an HF model: has .generate
@@ -92,6 +82,7 @@ def _generate(
             eos_token_id=tok.eos_token_id,
             output_logits=True,
             return_dict_in_generate=True,
+            stopping_criteria=StoppingCriteriaList([_Until(stop)] if stop else []),
             **sampling,
         )
     return ids.shape[1], out.sequences[:, ids.shape[1] :].cpu(), list(out.logits)
@@ -124,15 +115,19 @@ def complete(
     body: dict[str, Any],
     interventions: Sequence[Intervention] = (),
     name: str = "emlens",
+    max_work: int = MAX_WORK,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Answer one Chat Completions request body, as the OpenAI API would.
 
     Args:
         model: the model that answers, under ``interventions``.
         body: the request (messages, max_tokens, temperature, seed, n, logprobs,
-            top_logprobs, top_p).
+            top_logprobs, top_p); message content a string or a list of text parts.
         interventions: applied to every completion.
         name: the model name reported in the answer.
+        max_work: the most ``n x max_tokens`` the request may ask for.
+        stop: checked after every new token; true stops generating (the client has gone).
 
     Returns:
         The response body: ``choices`` (message, finish_reason, logprobs when asked) and
@@ -140,9 +135,12 @@ def complete(
 
     Raises:
         BadRequest: the body is not a request emlens can answer.
+        ClientGone: ``stop`` turned true before the answer was complete.
     """
-    req, tok = _parse(body), model.tokenizer
-    prompt_len, new, logits = _generate(model, req, interventions)
+    req, tok = parse_request(body, max_work), model.tokenizer
+    prompt_len, new, logits = _generate(model, req, interventions, stop)
+    if stop is not None and stop():
+        raise ClientGone("the client closed its connection before its answer was complete")
     k = req.top_logprobs
     logps = [step.float().log_softmax(-1).cpu() for step in logits] if k else []
     choices, n_completion = [], 0
@@ -177,68 +175,60 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     name: str = "emlens",
+    limits: ServeLimits | None = None,
 ) -> ThreadingHTTPServer:
     """An HTTP server answering with `complete` (not yet serving).
 
     Args:
         model: the model that answers, under ``interventions``.
         interventions: applied to every completion.
-        host: the address to bind.
+        host: the address to bind; anything but loopback needs ``limits.token_env`` set.
         port: the port to bind; 0 picks a free one (``server.server_port``).
         name: the model name ``/v1/models`` lists and answers report.
+        limits: the server's bounds (default `ServeLimits()`).
 
     Returns:
         The server; ``server.serve_forever()`` serves.
+
+    Raises:
+        ValueError: ``host`` is not loopback and no bearer token is set.
+
+    Examples:
+        >>> server = make_server(model, host="0.0.0.0", limits=ServeLimits(max_queue=4))
     """
-    lock = threading.Lock()
+    limits = limits or ServeLimits()
 
-    class Handler(BaseHTTPRequestHandler):
-        """Routes ``/v1/models`` and ``/v1/chat/completions`` (to `complete`); JSON errors."""
+    def answer(body: Any, stop: Callable[[], bool]) -> dict[str, Any]:
+        return complete(model, body, interventions, name, limits.max_work, stop)
 
-        def _send(self, code: int, obj: dict[str, Any]) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def check(body: Any) -> ChatRequest:
+        return parse_request(body, limits.max_work)
 
-        def log_message(self, *args: Any) -> None:  # quiet; never logs headers (API keys)
-            pass
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") in ("/v1/models", "/models"):
-                self._send(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
-            else:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-
-        def do_POST(self) -> None:
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-                return
-            try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with lock:
-                    self._send(200, complete(model, body, interventions, name))
-            except (BadRequest, json.JSONDecodeError, TypeError, ValueError) as e:
-                self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
-
-    return ThreadingHTTPServer((host, port), Handler)
+    return http_server(answer, check, name, host, port, limits)
 
 
 def serve_in_thread(
-    model: TransformerBridge, interventions: Sequence[Intervention] = (), name: str = "emlens"
+    model: TransformerBridge,
+    interventions: Sequence[Intervention] = (),
+    name: str = "emlens",
+    limits: ServeLimits | None = None,
 ) -> tuple[ThreadingHTTPServer, str]:
-    """Serve on a free loopback port in a daemon thread.
+    """Serve `complete` on a free loopback port in a daemon thread.
+
+    Args:
+        model: the model that answers, under ``interventions``.
+        interventions: applied to every completion.
+        name: the model name ``/v1/models`` lists and answers report.
+        limits: the server's bounds (default `ServeLimits()`).
 
     Returns:
         The server (``server.shutdown()`` stops it) and its base URL, ``http://.../v1``.
 
-    Example:
+    Examples:
         >>> server, url = serve_in_thread(model, name="smollm2")
         >>> judge = HTTPJudge(url, "smollm2", api_key_env="NONE")
     """
     host = "127.0.0.1"
-    server = make_server(model, interventions, host=host, port=0, name=name)
+    server = make_server(model, interventions, host, 0, name, limits)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://{host}:{server.server_port}/v1"

@@ -1,4 +1,8 @@
+import http.client
 import json
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -6,7 +10,8 @@ import pytest
 import torch
 
 from emlens.core.interventions import Steer
-from emlens.eval.serve import serve_in_thread
+from emlens.eval import _serve_http
+from emlens.eval.serve import BadRequest, ServeLimits, make_server, serve_in_thread
 
 
 def post(url, body):
@@ -61,3 +66,185 @@ def test_serve_applies_interventions(tiny):
     finally:
         plain.shutdown()
         steered.shutdown()
+
+
+# Issue 11: a server that holds up.
+
+HI = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
+
+
+def call(url, body, headers=(), timeout=60):
+    """(status, decoded body, headers) of one POST, errors included."""
+    req = urllib.request.Request(
+        url + "/chat/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", **dict(headers)},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.load(r), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e), e.headers
+
+
+@pytest.fixture
+def tiny_server(tiny):
+    started = []
+
+    def start(limits=None, interventions=()):
+        srv, url = serve_in_thread(tiny("llama"), interventions, "tiny", limits)
+        started.append(srv)
+        return url
+
+    yield start
+    for srv in started:
+        srv.shutdown()
+
+
+def test_content_part_lists_are_read_as_text(tiny_server):
+    url = tiny_server()
+    plain = call(url, {**HI, "messages": [{"role": "user", "content": "Hi\nthere"}]})
+    parts = [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]
+    listed = call(url, {**HI, "messages": [{"role": "user", "content": parts}]})
+    assert listed[0] == plain[0] == 200
+    assert listed[1]["choices"] == plain[1]["choices"]
+    image = [*parts, {"type": "image_url", "image_url": {"url": "x"}}]
+    code, err, _ = call(url, {**HI, "messages": [{"role": "user", "content": image}]})
+    assert code == 400 and "messages[0].content[2]" in err["error"]["message"]
+
+
+def test_one_request_work_and_body_are_bounded(tiny_server):
+    url = tiny_server(ServeLimits(max_work=8, max_body=2048))
+    code, err, _ = call(url, {**HI, "n": 64, "max_tokens": 4096}, timeout=20)
+    assert code == 400 and "64 x 4096" in err["error"]["message"]
+    assert "--max-work" in err["error"]["message"]
+    assert call(url, {**HI, "n": 2, "max_tokens": 4})[0] == 200  # 8 tokens: at the limit
+    assert call(url, {**HI, "n": 3, "max_tokens": 3})[0] == 400
+    for bad in ([1, 2], {**HI, "temperature": float("nan")}, {**HI, "max_tokens": "lots"}):
+        assert call(url, bad)[0] == 400, bad
+    big = {**HI, "messages": [{"role": "user", "content": "x" * 4096}]}
+    code, err, _ = call(url, big)
+    assert code == 413 and "limit of 2048" in err["error"]["message"]
+
+
+def test_a_bearer_token_is_required_off_loopback(tiny, monkeypatch):
+    monkeypatch.delenv("EMLENS_SERVE_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="EMLENS_SERVE_TOKEN"):
+        make_server(tiny("llama"), host="0.0.0.0", port=0)
+    monkeypatch.setenv("EMLENS_SERVE_TOKEN", "s3cret")
+    srv = make_server(tiny("llama"), host="0.0.0.0", port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_port}/v1"
+    try:
+        assert call(url, HI)[0] == 401
+        assert call(url, HI, {"Authorization": "Bearer wrong"})[0] == 401
+        assert call(url, HI, {"Authorization": "Bearer s3cret"})[0] == 200
+    finally:
+        srv.shutdown()
+
+
+def test_a_full_queue_answers_503_with_retry_after():
+    release, running = threading.Event(), threading.Event()
+
+    def answer(body, stop):  # noqa: ARG001
+        running.set()
+        release.wait(20)
+        return {"ok": body["messages"][0]["content"]}
+
+    def check(body):
+        if not isinstance(body.get("messages"), list):
+            raise BadRequest("'messages' must be a list")
+
+    limits = ServeLimits(max_queue=1, retry_after=7)
+    srv = _serve_http.http_server(answer, check, "fake", "127.0.0.1", 0, limits)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_port}/v1"
+    results = []
+    try:
+        first = threading.Thread(target=lambda: results.append(call(url, HI)))
+        first.start()
+        assert running.wait(10)
+        second = threading.Thread(target=lambda: results.append(call(url, HI)))
+        second.start()
+        time.sleep(0.3)  # the second waits in the queue's one place
+        code, _, headers = call(url, HI)
+        assert code == 503 and headers["Retry-After"] == "7"
+        assert call(url, {"messages": "no"})[0] == 400  # bad requests never queue
+        release.set()
+        first.join(10)
+        second.join(10)
+        assert [r[0] for r in results] == [200, 200]
+    finally:
+        release.set()
+        srv.shutdown()
+
+
+def raw_socket(url, head, body=b""):
+    """A raw connection that has sent ``head`` (request line and headers) and ``body``."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(head + body)
+    return sock
+
+
+def post_head(n_bytes):
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {n_bytes}\r\n\r\n"
+    ).encode()
+
+
+def test_load_small_requests_are_answered_and_the_server_stays_up(tiny_server, monkeypatch):
+    """Concurrent clients, a slow client, an oversized request and a client that leaves."""
+    steps = {}  # connection (kept alive) -> stop checks (one per new token), whether gone
+
+    def spying_gone(sock, real=_serve_http.client_gone):
+        gone = real(sock)
+        n, _ = steps.get(sock, (0, False))
+        steps[sock] = (n + 1, gone)
+        return gone
+
+    monkeypatch.setattr(_serve_http, "client_gone", spying_gone)
+    t0 = time.monotonic()
+    limits = ServeLimits(max_queue=2, max_body=4096, timeout=2.0, retry_after=1)
+    url = tiny_server(limits)
+    # the expensive request (8 x 480 greedy tokens, ~10 s) from a client that will leave
+    long = json.dumps({**HI, "n": 8, "max_tokens": 480, "temperature": 0}).encode()
+    leaving = raw_socket(url, post_head(len(long)), long)
+    deadline = time.monotonic() + 20
+    while not any(n > 3 for n, _ in steps.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    slow = raw_socket(url, post_head(100), b'{"messages": ')  # never sends the rest
+    conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1][:-3]), timeout=20)
+    conn.putrequest("POST", "/v1/chat/completions")
+    conn.putheader("Content-Length", str(10**9))
+    conn.endheaders()
+    oversized = conn.getresponse().status
+    statuses, latencies = [], []
+
+    def small():
+        start = time.monotonic()
+        while (code := call(url, HI, timeout=30))[0] == 503 and time.monotonic() - start < 25:
+            statuses.append((503, code[2]["Retry-After"]))
+            time.sleep(float(code[2]["Retry-After"]))
+        statuses.append((code[0], None))
+        latencies.append(time.monotonic() - start)
+
+    clients = [threading.Thread(target=small) for _ in range(6)]
+    for c in clients:
+        c.start()
+    time.sleep(0.5)
+    leaving.close()  # the expensive request's client goes away
+    for c in clients:
+        c.join(40)
+    slow_answer = slow.recv(4096)
+    assert oversized == 413
+    assert slow_answer.startswith(b"HTTP/1.0 408")
+    assert [s for s in statuses if s[0] != 503] == [(200, None)] * 6
+    assert (503, "1") in statuses  # the queue held 2: the others were told to come back
+    long_steps = [n for n, gone in steps.values() if gone and n > 3]
+    assert long_steps and long_steps[0] < 200  # stopped far short of 480 tokens
+    assert max(latencies) < 15
+    with urllib.request.urlopen(url + "/models", timeout=10) as r:
+        assert r.status == 200
+    assert time.monotonic() - t0 < 30
