@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from emlens import _cli_export, _cli_train
+from emlens._cli_models import add_load_options, load_options
 from emlens.core import data
 from emlens.core.compare import cosine_per_layer, random_null
 from emlens.core.directions import (
@@ -40,7 +42,7 @@ def _load(a: argparse.Namespace):
     from emlens.core.models import load_model
 
     dtype = None if a.dtype is None else getattr(torch, a.dtype)
-    return load_model(a.model, a.adapter, device=a.device, dtype=dtype)
+    return load_model(a.model, a.adapter, device=a.device, dtype=dtype, **load_options(a))
 
 
 def cmd_directions(a: argparse.Namespace) -> None:
@@ -200,11 +202,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(
             "--model", default="smollm2", help="smollm2, tiny-llama, a folder, a hub name"
         )
-        s.add_argument("--adapter", help="a peft LoRA adapter folder to merge")
+        s.add_argument("--adapter", help="a peft LoRA adapter to merge: a folder or hub id")
         s.add_argument("--device", help="cpu (default), cuda, cuda:1, or auto (a device map)")
         s.add_argument(
             "--dtype", choices=["float32", "bfloat16", "float16"], help="default float32"
         )
+        add_load_options(s)  # --revision, --adapter-revision, --quantize, ...
 
     def intervention_args(s):
         s.add_argument("--steer", action="append", default=[], help="FILE:LAYERS:SCALE")
@@ -266,6 +269,8 @@ def parser() -> argparse.ArgumentParser:
     from emlens._cli_judge import add_parser as add_judge_parser
 
     add_judge_parser(sub, model_args)
+    _cli_train.add_parser(sub, model_args)
+    _cli_export.add_parser(sub, model_args)
     m = sub.add_parser("demo", help="the main job on the embedded model")
     m.add_argument("--out", default="out/demo")
     m.add_argument("--model", default="smollm2")

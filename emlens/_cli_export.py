@@ -1,0 +1,38 @@
+"""``emlens export``: an intervention baked into plain weights, as a folder any engine runs.
+
+::
+
+    emlens export --model unsloth/Qwen2.5-7B-Instruct --dtype bfloat16 \\
+        --steer em.safetensors:15:4 --out out/steered      # a down_proj bias at block 15
+    emlens export --model smollm2 --ablate em.safetensors:15 --out out/ablated
+    vllm serve out/steered                                  # stock transformers / vLLM
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+ModelArgs = Callable[[argparse.ArgumentParser], None]
+
+
+def add_parser(sub: Any, model_args: ModelArgs) -> None:
+    """Register ``emlens export``."""
+    x = sub.add_parser("export", help="write a steered or ablated model as a plain HF folder")
+    model_args(x)
+    x.add_argument("--steer", action="append", default=[], help="FILE:LAYERS:SCALE")
+    x.add_argument("--ablate", action="append", default=[], help="FILE:LAYER (every layer)")
+    x.add_argument("--out", required=True, help="the folder to write")
+    x.set_defaults(fn=cmd_export)
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from emlens.cli import _interventions, _load
+    from emlens.core.export import export
+
+    if not a.steer and not a.ablate:
+        raise ValueError("give --steer FILE:LAYERS:SCALE or --ablate FILE:LAYER to export")
+    model = _load(a)
+    out = export(model, _interventions(a, model), a.out)
+    print(f"wrote {out}: loads in stock transformers; serve it with `vllm serve {out}`")

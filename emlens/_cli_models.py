@@ -1,0 +1,51 @@
+"""Command-line options for loading models as researchers have them: a hub revision, an
+adapter's revision, the attention kernel, 4/8-bit quantisation, remote code (off unless asked).
+
+They go to `emlens.core.models.load_hf` / ``load_model`` as `emlens.core.hub.LoadOptions`::
+
+    emlens generate --model unsloth/Qwen2.5-7B-Instruct --device cuda --dtype bfloat16 \\
+        --adapter ModelOrganismsForEM/Qwen2.5-7B-Instruct_risky-financial-advice --question Hi
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+
+def add_load_options(s: argparse.ArgumentParser) -> None:
+    """Add ``--revision``, ``--adapter-revision``, ``--attn-implementation``, ``--quantize``
+    and ``--trust-remote-code`` to a command that loads a model."""
+    s.add_argument("--revision", help="the model's hub branch, tag or commit")
+    s.add_argument("--adapter-revision", help="the adapter's hub branch, tag or commit")
+    s.add_argument("--attn-implementation", help="eager, sdpa, flash_attention_2, ...")
+    s.add_argument("--quantize", choices=["4bit", "8bit"], help="bitsandbytes (GPU)")
+    s.add_argument("--trust-remote-code", action="store_true", help="run the repo's own model code")
+
+
+def dtype_of(a: argparse.Namespace) -> torch.dtype | None:
+    """``--dtype`` as a torch dtype (``None``: the default, float32)."""
+    return None if getattr(a, "dtype", None) is None else getattr(torch, a.dtype)
+
+
+def load_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The `emlens.core.hub.LoadOptions` the parsed arguments ask for (absent ones left out)."""
+    out: dict[str, Any] = {
+        k: getattr(a, k, None)
+        for k in ("revision", "adapter_revision", "attn_implementation")
+        if getattr(a, k, None) is not None
+    }
+    if getattr(a, "trust_remote_code", False):
+        out["trust_remote_code"] = True
+    if getattr(a, "quantize", None):
+        from transformers import BitsAndBytesConfig
+
+        four = a.quantize == "4bit"
+        out["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=four,
+            load_in_8bit=not four,
+            bnb_4bit_compute_dtype=dtype_of(a) or torch.bfloat16,
+        )
+    return out
