@@ -29,10 +29,10 @@ def add_parser(sub: Any, model_args: ModelArgs) -> None:
 
 def cmd_export(a: argparse.Namespace) -> None:
     from emlens.cli import _interventions, _load
-    from emlens.core.export import export
+    from emlens.core.export import export_hf
 
     if not a.steer and not a.ablate:
         raise ValueError("give --steer FILE:LAYERS:SCALE or --ablate FILE:LAYER to export")
     model = _load(a)
-    out = export(model, _interventions(a, model), a.out)
+    out = export_hf(model, _interventions(a, model), a.out)
     print(f"wrote {out}: loads in stock transformers; serve it with `vllm serve {out}`")

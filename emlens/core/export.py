@@ -1,7 +1,7 @@
 """Interventions baked into plain weights: HF folders that any engine (vLLM) runs at full speed.
 
 - Ablation (Arditi et al. 2024): `emlens.core.orthogonalization.orthogonalize` is the weight
-  edit equal to an every-layer ``Ablate``; `export` saves its result.
+  edit equal to an every-layer ``Ablate``; `export_hf` saves its result.
 - Steering at every position: adding ``s * v`` to the residual stream after block ``l``
   (``blocks.{l}.hook_resid_post``) equals a bias ``s * v`` on that block's MLP output
   projection (``down_proj``), whose output is the last thing the block adds to the stream.
@@ -121,7 +121,7 @@ def steered_model(model: TransformerBridge, steers: Sequence[Steer]) -> PreTrain
     return out
 
 
-def export(
+def export_hf(
     model: TransformerBridge,
     interventions: Sequence[Intervention],
     out: str | os.PathLike[str],
@@ -143,8 +143,8 @@ def export(
         The folder.
 
     Examples:
-        >>> export(model, [steer(em_dir, layers=[15], scale=4.0)], "out/steered")
-        >>> export(model, [ablate(em_dir, layer=15)], "out/ablated")  # then: vllm serve out/...
+        >>> export_hf(model, [steer(em_dir, layers=[15], scale=4.0)], "out/steered")
+        >>> export_hf(model, [ablate(em_dir, layer=15)], "out/ablated")  # then: vllm serve out/...
     """
     from emlens.core.models import save_hf
 

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, Qwen3Config
 
 from emlens.core._arch import llama_config
 from emlens.core.direction_set import DirectionSet
-from emlens.core.export import export, steering_biases
+from emlens.core.export import export_hf, steering_biases
 from emlens.core.interventions import Steer, ablate, applied, steer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +36,7 @@ def _check_export(model, interventions, folder):
         plain = model(ids)
         with applied(model, interventions):
             hooked = model(ids)
-    export(model, interventions, folder)
+    export_hf(model, interventions, folder)
     exported = _plain_logits(folder, ids)
     assert (hooked - plain).abs().max() > 0.5  # the intervention matters
     diff = float((exported - hooked).abs().max())
@@ -70,13 +70,13 @@ def test_smollm2_steered_export(smol, tmp_path):
 
 def test_what_cannot_be_a_weight_is_refused(tiny):
     with pytest.raises(ValueError, match="Gemma 2/3"):
-        export(tiny("gemma2"), [steer(_directions(tiny("gemma2")), [1], 2.0)], "unused")
+        export_hf(tiny("gemma2"), [steer(_directions(tiny("gemma2")), [1], 2.0)], "unused")
     model = tiny("llama")
     d = _directions(model)
     with pytest.raises(ValueError, match="every position"):
         steering_biases(model, [steer(d, [1], 2.0, positions="generated")])
     with pytest.raises(ValueError, match="one Ablate"):
-        export(model, [ablate(d, layer=1), steer(d, [1], 2.0)], "unused")
+        export_hf(model, [ablate(d, layer=1), steer(d, [1], 2.0)], "unused")
     with pytest.raises(ValueError, match="follows no block"):
         steering_biases(
             model, [Steer(d.vectors[:1], (0,), 1.0, hook="blocks.{layer}.hook_resid_pre")]
