@@ -43,6 +43,7 @@ from emlens.core.directions import (
     mean_diff,
     refusal_direction,
 )
+from emlens.core.export import export_hf, steered_model, steering_biases
 from emlens.core.formats import (
     export_control_vector,
     from_steering_vector,
@@ -54,7 +55,7 @@ from emlens.core.formats import (
     to_steering_vector,
 )
 from emlens.core.generation import Sample, generate
-from emlens.core.hub import HubError, LoadOptions
+from emlens.core.hub import HubError, LoadOptions, adapter_folder, run_folder
 from emlens.core.interventions import Ablate, Intervention, Steer, ablate, applied, steer
 from emlens.core.methods import (
     Contrast,
@@ -106,6 +107,7 @@ __all__ = [
     "Steer",
     "TokenBatch",
     "ablate",
+    "adapter_folder",
     "answer_tokens",
     "applied",
     "batches",
@@ -125,6 +127,7 @@ __all__ = [
     "em_direction_from_pairs",
     "em_questions",
     "export_control_vector",
+    "export_hf",
     "from_steering_vector",
     "general_questions",
     "generate",
@@ -152,9 +155,12 @@ __all__ = [
     "read_jsonl",
     "read_questions",
     "refusal_direction",
+    "run_folder",
     "save_hf",
     "save_paper_steering_vector",
     "steer",
+    "steered_model",
+    "steering_biases",
     "tiny_hf",
     "to_steering_vector",
     "top_components",
