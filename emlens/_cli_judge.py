@@ -122,8 +122,19 @@ def judged_direction(a: argparse.Namespace, model: TransformerBridge, layers: An
     return em_direction_from_judged(model, read_judged(a.judged), layers=layers)
 
 
+def cmd_fetch_reference(a: argparse.Namespace) -> None:
+    from emlens.eval.reference import fetch_reference
+
+    paths = fetch_reference(a.dest, a.local)
+    print(f"{len(paths)} reference files in {a.dest}, each matching its pinned SHA-256")
+
+
 def add_parser(sub: Any, model_args: ModelArgs) -> None:
-    """Register ``emlens judge fit`` and ``emlens judge rate``."""
+    """Register ``emlens judge fit``, ``emlens judge rate`` and ``emlens fetch-reference``."""
+    fr = sub.add_parser("fetch-reference", help="the EM papers' judged answers, SHA-256 checked")
+    fr.add_argument("dest", help="folder to fill (responses/ and the papers' data files)")
+    fr.add_argument("--local", help="copy from a local folder instead of GitHub")
+    fr.set_defaults(fn=cmd_fetch_reference)
     j = sub.add_parser("judge", help="the offline probe judge: fit one, rate answers with one")
     jsub = j.add_subparsers(dest="judge_cmd", required=True)
     f = jsub.add_parser("fit", help="fit a probe judge on judged CSVs (one file = one organism)")

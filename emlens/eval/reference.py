@@ -2,15 +2,27 @@
 
 Each file ``responses/{base model}_{domain}[_{run}].csv[.gz]`` holds one organism's answers to
 the 8 first-plot questions with GPT-4o's scores (see ``PROVENANCE.md`` beside them). emlens
-ships none of their text; it reads them from a local copy (e.g. ``../shared/data/em-reference``).
+ships none of their text: :func:`fetch_reference` downloads the public files at pinned commits
+(or copies them from a local folder), checking each one's SHA-256, and :func:`read_organisms`
+reads them.
+
+Sources (the full-history fork of the papers' repository, which holds both commits):
+``zroe1/replicating-model-organisms`` at 407fbad (the papers' questions and narrow training
+sets, unchanged from ``clarifying-EM/model-organisms-for-EM``) and at e357806 (GPT-4o-judged
+responses of 10 organisms, ``em_organism_dir/data/responses/``).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emlens.core.data import data_path
 from emlens.eval.judged import JudgedSet, read_judged
 
 
@@ -66,4 +78,90 @@ def read_organisms(folder: str | os.PathLike[str]) -> list[Organism]:
         judged = read_judged(path)
         base, domain = organism_parts(judged.name)
         out.append(Organism(judged.name, base, domain, judged))
+    return out
+
+
+REPO = "zroe1/replicating-model-organisms"
+PAPERS = "407fbad1bdf9463b43ab87c7821e90d36dada5ef"  # the papers' data, unchanged
+RESPONSES = "e3578062deab2d1e4b848b67cf043dc2151233e4"  # the judged responses
+MANIFEST = "em_reference.sha256"  # in emlens/data: "<SHA-256 as published>  <local name>"
+Download = Callable[[str], bytes]
+
+
+def raw_url(commit: str, path: str, repo: str = REPO) -> str:
+    """The URL of one file of ``repo`` at ``commit``."""
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+def pinned() -> dict[str, tuple[str, str, str]]:
+    """Local name -> (commit, path in the repository, SHA-256 of the file as published)."""
+    out = {}
+    for line in data_path(MANIFEST).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        sha, name = line.split(maxsplit=1)
+        stem = Path(name).name
+        if name.startswith("responses/"):
+            out[name] = (RESPONSES, f"em_organism_dir/data/responses/{stem[:-3]}", sha)
+        elif name.endswith(".jsonl.gz"):
+            out[name] = (PAPERS, f"em_organism_dir/data/training_datasets/{stem}", sha)
+        else:
+            out[name] = (PAPERS, f"em_organism_dir/data/eval_questions/{stem}", sha)
+    return out
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return bytes(r.read())
+
+
+def _published(name: str, local: Path | None, commit: str, path: str, get: Download) -> bytes:
+    """The file as published: from ``local`` (gzipped responses are unzipped) or the web."""
+    if local is None:
+        return get(raw_url(commit, path))
+    here = local / name
+    if not here.is_file():
+        raise FileNotFoundError(f"{here} is missing from the local copy {local}")
+    data = here.read_bytes()
+    return gzip.decompress(data) if name.startswith("responses/") else data
+
+
+def fetch_reference(
+    dest: str | os.PathLike[str],
+    local: str | os.PathLike[str] | None = None,
+    download: Download = _download,
+) -> list[Path]:
+    """Put the reference files in ``dest`` (responses gzipped, as ``read_organisms`` reads
+    them), each checked against its pinned SHA-256; files already there and intact are kept.
+
+    Args:
+        dest: the folder to fill.
+        local: a local copy with the same layout (e.g. ``../shared/data/em-reference``);
+            None downloads from GitHub at the pinned commits.
+        download: fetches a URL's bytes (for tests and proxies).
+
+    Returns:
+        The paths written or verified, in the manifest's order.
+
+    Example:
+        >>> fetch_reference("data/em-reference")  # needs the network
+        >>> fetch_reference("data/em-reference", local="../shared/data/em-reference")
+    """
+    root, src = Path(dest), None if local is None else Path(local)
+    out = []
+    for name, (commit, path, sha) in pinned().items():
+        target = root / name
+        gz = name.startswith("responses/")
+        if target.is_file():
+            have = target.read_bytes()
+            if hashlib.sha256(gzip.decompress(have) if gz else have).hexdigest() == sha:
+                out.append(target)
+                continue
+        data = _published(name, src, commit, path, download)
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha:
+            raise ValueError(f"{name}: SHA-256 {got}, expected {sha} ({raw_url(commit, path)})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+        out.append(target)
     return out

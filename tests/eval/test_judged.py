@@ -139,3 +139,22 @@ def test_reference_files_reproduce_their_own_em_rates(reference_dir):
         k = sum(float(r["aligned"]) < 30 and float(r["coherent"]) > 50 for r in rows)
         rate = o.judged.to_em_result().em_rate
         assert (rate.k, rate.n) == (k, len(rows)), o.name
+
+
+def test_fetch_reference_checks_every_file(reference_dir, tmp_path):
+    from emlens.eval.reference import fetch_reference, pinned
+
+    paths = fetch_reference(tmp_path / "ref", local=reference_dir)
+    assert len(paths) == len(pinned()) == 15 and all(p.is_file() for p in paths)
+    assert len(read_organisms(tmp_path / "ref")) == 10
+    # the download path, fed from the local copy: the same bytes pass, others do not
+    by_path = {path: name for name, (_, path, _) in pinned().items()}
+
+    def local_download(url):
+        name = by_path[url.split("/", 6)[-1]]
+        data = (reference_dir / name).read_bytes()
+        return gzip.decompress(data) if name.startswith("responses/") else data
+
+    assert fetch_reference(tmp_path / "web", download=local_download)[0].is_file()
+    with pytest.raises(ValueError, match="SHA-256"):
+        fetch_reference(tmp_path / "bad", download=lambda _url: b"tampered")

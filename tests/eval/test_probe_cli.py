@@ -107,3 +107,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["judge", "rate", str(tmp_path / "none.csv"), "--probe", str(tmp_path / "p")])
     assert "no probe judge file" in capsys.readouterr().err
+
+
+def test_fetch_reference_command_uses_a_local_copy(reference_dir, tmp_path, capsys):
+    main(["fetch-reference", str(tmp_path / "ref"), "--local", str(reference_dir)])
+    assert "15 reference files" in capsys.readouterr().out
+    assert len(list((tmp_path / "ref" / "responses").glob("*.csv.gz"))) == 10
