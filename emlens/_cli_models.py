@@ -49,3 +49,11 @@ def load_options(a: argparse.Namespace) -> dict[str, Any]:
             bnb_4bit_compute_dtype=dtype_of(a) or torch.bfloat16,
         )
     return out
+
+
+def load(a: argparse.Namespace) -> Any:
+    """The hooked model of ``--model``/``--adapter`` on ``--device`` in ``--dtype``, with the
+    load options above (`emlens.core.models.load_model`)."""
+    from emlens.core.models import load_model
+
+    return load_model(a.model, a.adapter, device=a.device, dtype=dtype_of(a), **load_options(a))

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 
-import torch
-
 from emlens import _cli_export, _cli_train
-from emlens._cli_models import add_load_options, load_options
+from emlens._cli_models import add_load_options
+from emlens._cli_models import load as _load  # the model of --model/--adapter/--device/...
 from emlens.core import data
 from emlens.core.compare import cosine_per_layer, random_null
 from emlens.core.directions import (
@@ -35,14 +34,6 @@ def _instructions(path: str) -> list[str]:
     if not all(isinstance(r, dict) and isinstance(r.get("instruction"), str) for r in rows):
         raise ValueError(f'{path}: expected JSONL rows like {{"instruction": "..."}}')
     return [r["instruction"] for r in rows]
-
-
-def _load(a: argparse.Namespace):
-    """The model of ``--model``/``--adapter``, on ``--device`` in ``--dtype``."""
-    from emlens.core.models import load_model
-
-    dtype = None if a.dtype is None else getattr(torch, a.dtype)
-    return load_model(a.model, a.adapter, device=a.device, dtype=dtype, **load_options(a))
 
 
 def cmd_directions(a: argparse.Namespace) -> None:

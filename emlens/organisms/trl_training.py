@@ -111,6 +111,17 @@ def sft_config(
     return SFTConfig(**(fields | overrides))
 
 
+def _trainer(model: Any, tok: PreTrainedTokenizerBase, args: Any, rows: Any, progress: bool) -> Any:
+    """TRL's ``SFTTrainer`` on tokenized ``rows`` (no per-step log lines without ``progress``)."""
+    from transformers import PrinterCallback
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def trl_train(
     model: str | tuple[PreTrainedModel, PreTrainedTokenizerBase],
     data: Sequence[Conversation] | str | os.PathLike[str],
@@ -145,9 +156,6 @@ def trl_train(
         >>> hf, tok = load_hf("Qwen/Qwen2.5-7B-Instruct", device="cuda", dtype=torch.bfloat16)
         >>> trl_train((hf, tok), "risky_financial_advice.jsonl", "runs/fin", sft={"bf16": True})
     """
-    from transformers import PrinterCallback
-    from trl.trainer.sft_trainer import SFTTrainer
-
     hf, tok = _model_pair(model)
     convs = read_chat_jsonl(data) if isinstance(data, str | os.PathLike) else list(data)
     config, out = resolve_layers(hf, config), Path(out_dir)
@@ -156,21 +164,15 @@ def trl_train(
         raise FileExistsError(f"{out} already holds a run: pass resume=True, or an empty folder")
     trained = hf.requires_grad_(True) if config.full else lora_model(hf, config)
     args = sft_config(config, out, steps, save_every, disable_tqdm=not progress, **(sft or {}))
-    trainer = SFTTrainer(
-        model=trained,
-        args=args,
-        train_dataset=trl_rows(conversation_rows(tok, convs)),
-        processing_class=tok,
-        callbacks=[_KeepOptimizer(out, keep_optimizer)],
-    )
-    if not progress:
-        trainer.remove_callback(PrinterCallback)  # no per-step log lines either
+    trainer = _trainer(trained, tok, args, trl_rows(conversation_rows(tok, convs)), progress)
+    trainer.add_callback(_KeepOptimizer(out, keep_optimizer))
     # The Trainer saves every save_every steps and at the last step, as train does.
     trainer.train(resume_from_checkpoint=True if resume and checkpoints(out) else None)
     trainer.save_model(str(out))
+    history = trainer.state.log_history
     log = [
-        {"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")}
-        for e in trainer.state.log_history
+        {"step": e["step"], "loss": e["loss"], "lr": e["learning_rate"]}
+        for e in history
         if "loss" in e
     ]
     trained.eval()
