@@ -122,7 +122,7 @@ def save_value(value: Any, stem: Path) -> Path:
 
 
 def load_value(path: Path) -> Any:
-    """Read a file written by :func:`save_value`."""
+    """Read a file written by `save_value`."""
     if path.suffix == ".json":
         return json.loads(path.read_text())
     with safe_open(str(path), "pt") as f:
@@ -236,7 +236,7 @@ class Analysis:
         return (hf if second is None else merge_adapter(hf, second)), tok  # a copy: rare
 
     def load(self, adapter: str | Path | None = None):
-        """The hooked model of :meth:`load_hf`, loaded once."""
+        """The hooked model of `load_hf`, loaded once."""
         key = str(adapter)
         if key not in self._loaded:
             hf, tok = self.load_hf(adapter)
