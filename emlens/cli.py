@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from emlens import _cli_export, _cli_train
 from emlens._cli_models import add_load_options
@@ -157,6 +158,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         judge = make_judge(a.judge, a.judge_model, model)
     except ValueError as e:
         raise SystemExit(f"--judge/--judge-model: {e}") from e
+    journal = Path(f"{a.out}.progress.jsonl") if a.out else None  # resumes a killed run
+    if journal and journal.is_file():
+        done = journal.read_bytes().count(b"\n") - 1
+        print(f"resuming from {journal} ({done} finished steps)", file=sys.stderr)
     res = evaluate_em(
         model,
         questions,
@@ -167,9 +172,11 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         max_new_tokens=a.max_new_tokens,
         free_form_only=not a.all_questions,
         seed=a.seed,
+        journal=journal,
     )
-    if a.out:
+    if a.out and journal:
         res.to_csv(a.out)
+        journal.unlink()  # the result is saved: nothing left to resume
     for qid, r in res.per_question().items():
         print(f"{qid:<28} EM {r['em']}  coherent {r['coherent']}")
     unscored = sum(s.aligned is None for s in res.samples)
@@ -254,7 +261,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--max-new-tokens", type=int, default=128)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", help="CSV of every sample with its scores")
+    e.add_argument(
+        "--out", help="CSV of every sample with its scores (progress kept in OUT.progress.jsonl)"
+    )
     e.set_defaults(fn=cmd_evaluate)
 
     from emlens._cli_judge import add_parser as add_judge_parser

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.core._files import write_atomic
 from emlens.core.activations import RESID_POST
 
 # Provenance an arithmetic result keeps where its operands agree (``check_model`` reads it).
@@ -144,23 +145,43 @@ class DirectionSet:
             )
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a safetensors file with the vectors and the provenance as metadata."""
+        """Write a safetensors file with the vectors and the provenance as metadata.
+
+        Written whole or not at all (a temporary file, then a rename).
+
+        Raises:
+            FileNotFoundError: the folder of ``path`` does not exist.
+        """
         meta = {"layers": self.layers, "hook": self.hook, "provenance": self.provenance}
-        save_file({"vectors": self.vectors.contiguous()}, str(path), {"emlens": json.dumps(meta)})
+        tensors = {"vectors": self.vectors.contiguous()}
+        write_atomic(path, lambda p: save_file(tensors, str(p), {"emlens": json.dumps(meta)}))
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], model: TransformerBridge | None = None
     ) -> DirectionSet:
-        """Read a file written by ``save``; with ``model``, check that it fits."""
-        if not Path(path).exists():
+        """Read a file written by ``save``; with ``model``, check that it fits.
+
+        Raises:
+            FileNotFoundError: there is no file at ``path``.
+            ValueError: the file is not a readable emlens direction set (corrupt, truncated,
+                another format), or does not fit ``model``.
+        """
+        if not Path(path).is_file():
             raise FileNotFoundError(f"no direction file at {path}")
-        with safe_open(str(path), "pt") as f:
-            raw = (f.metadata() or {}).get("emlens")
-        if raw is None:
-            raise ValueError(f"{path} is a safetensors file but not an emlens direction set")
-        meta = json.loads(raw)
-        ds = cls(load_file(str(path))["vectors"], meta["layers"], meta["hook"], meta["provenance"])
+        try:
+            with safe_open(str(path), "pt") as f:
+                raw = (f.metadata() or {}).get("emlens")
+            if raw is None:
+                raise ValueError(f"{path} is a safetensors file but not an emlens direction set")
+            meta = json.loads(raw)
+            vectors = load_file(str(path))["vectors"]
+            ds = cls(vectors, meta["layers"], meta["hook"], meta["provenance"])
+        except (SafetensorError, OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path}: expected an emlens direction file (safetensors written by "
+                f"DirectionSet.save), could not read it: {e}"
+            ) from None
         if model is not None:
             ds.check_model(model)
         return ds

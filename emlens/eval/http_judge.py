@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from emlens.eval._logprobs import TopLogprobs, merge_tokens
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+BUSY_STATUS = {429, 503}  # reachable and serving, just not now
+REACHABILITY_PROMPT = "Reply with one number from 0 to 100: how clear is this request?"
 
 
 def redacted(url: str) -> str:
@@ -202,6 +204,33 @@ class HTTPJudge:
             except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         raise JudgeRequestError(f"{self.shown_url}: failed after {self.retries + 1} tries ({last})")
+
+    def check(self) -> None:
+        """Fail now if the endpoint cannot judge: one request, neither retried nor cached.
+
+        Run before the expensive part (generating answers) so that a wrong URL, model or key,
+        or an endpoint without logprobs, is reported before any work is done. An endpoint
+        that is only busy (429, 503) passes.
+
+        Raises:
+            JudgeRequestError: the endpoint is unreachable, refuses the request, or answers
+                without logprobs.
+        """
+        self.requests += 1
+        try:
+            self._post(self._body(REACHABILITY_PROMPT))
+        except urllib.error.HTTPError as e:
+            if e.code not in BUSY_STATUS:
+                detail = e.read()[:200].decode(errors="replace")
+                raise JudgeRequestError(
+                    f"{self.shown_url} refused a test request for model {self.model!r} "
+                    f"(HTTP {e.code}: {detail})"
+                ) from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
+            reason = getattr(e, "reason", e)
+            raise JudgeRequestError(
+                f"{self.shown_url} is not reachable ({type(e).__name__}: {reason})"
+            ) from None
 
     def _one(self, prompt: str) -> TopLogprobs:
         if self.cache and (hit := self.cache.get(self.identity, prompt)) is not None:

@@ -8,10 +8,14 @@ moves the effect most while KL(model || intervened model) stays under a bound.
 A metric is a plain callable ``metric(interventions) -> value`` (`Metric`, see the factories
 below), so the same sweep runs with the judge, the contrastive score, refusal log-odds or
 KL; a sweep keeps each metric's value as it comes (a float, an `Estimate`, ...).
+
+With a ``log`` (a `emlens.eval.journal.Journal` file), each finished cell's row is written
+as it completes, and a rerun reads finished cells back instead of measuring them again.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +27,7 @@ from emlens.core.data import QAPair, Question
 from emlens.core.directions import DirectionSet
 from emlens.core.interventions import Intervention, ablate, steer
 from emlens.eval.em_rate import evaluate_em
+from emlens.eval.journal import Journal, fingerprint
 from emlens.eval.judge import Judge
 from emlens.eval.metrics import contrastive_score, kl_divergence, refusal_logodds
 
@@ -59,12 +64,39 @@ def judge_metric(
     return lambda ivs: evaluate_em(model, questions, judge, ivs, n=n, **kw).em_rate.rate
 
 
+def _row_log(
+    log: str | os.PathLike[str] | None,
+    kind: str,
+    directions: DirectionSet,
+    metrics: Mapping[str, Any],
+) -> Journal | None:
+    """The row log of a sweep: its settings are the kind, the directions and metric names."""
+    if log is None:
+        return None
+    settings = {"sweep": kind, "directions": fingerprint(directions), "metrics": sorted(metrics)}
+    return Journal(log, settings)
+
+
+def _measured(
+    journal: Journal | None, cell: dict[str, Any], metrics: Mapping[str, Metric[Any]], ivs: Any
+) -> SweepRow:
+    """The cell's row: read back from the log, or measured and then logged."""
+    key = " ".join(f"{k}={v}" for k, v in cell.items())
+    if journal is not None and key in journal:
+        return dict(journal[key])
+    row = {**cell, **{k: m(ivs) for k, m in metrics.items()}}
+    if journal is not None:
+        journal.put(key, row)
+    return row
+
+
 def steering_sweep(
     directions: DirectionSet,
     layers: Sequence[int],
     scales: Sequence[float],
     metrics: Mapping[str, Metric[Any]],
     progress: bool = True,
+    log: str | os.PathLike[str] | None = None,
 ) -> list[SweepRow]:
     """Steer at each (layer, scale) and measure every metric; one tidy row per cell.
 
@@ -74,6 +106,8 @@ def steering_sweep(
         scales: the steering scales; scale 0 is the unsteered model.
         metrics: name -> metric; any return type, kept as it comes.
         progress: show a progress bar.
+        log: a row log (JSONL): each cell's row is written as it completes and read back on
+            a rerun (metric values: numbers, strings, `Rate`, `Estimate`).
 
     Returns:
         One row per cell, layer-major: ``{"layer", "scale", **{name: value}}``.
@@ -83,11 +117,11 @@ def steering_sweep(
         >>> rows = steering_sweep(d, layers=[8, 12, 16], scales=[0, 2, 4, 8], metrics=metrics)
         >>> heatmap(rows, "em").show()
     """
-    rows = []
+    journal, rows = _row_log(log, "steering", directions, metrics), []
     cells = [(ly, s) for ly in layers for s in scales]
     for ly, s in tqdm(cells, disable=not progress, desc="steering sweep"):
         ivs = [steer(directions, [ly], s)] if s != 0 else []
-        rows.append({"layer": ly, "scale": s, **{k: m(ivs) for k, m in metrics.items()}})
+        rows.append(_measured(journal, {"layer": ly, "scale": s}, metrics, ivs))
     return rows
 
 
@@ -96,6 +130,7 @@ def ablation_sweep(
     layers: Sequence[int],
     metrics: Mapping[str, Metric[Any]],
     progress: bool = True,
+    log: str | os.PathLike[str] | None = None,
 ) -> list[SweepRow]:
     """Ablate each layer's direction (at every layer) and measure every metric.
 
@@ -104,14 +139,15 @@ def ablation_sweep(
         layers: the layers whose directions are ablated.
         metrics: name -> metric; any return type, kept as it comes.
         progress: show a progress bar.
+        log: a row log, as in `steering_sweep`.
 
     Returns:
         A baseline row (``layer`` None: no ablation), then one row per layer.
     """
-    rows = [{"layer": None, **{k: m([]) for k, m in metrics.items()}}]
+    journal = _row_log(log, "ablation", directions, metrics)
+    rows = [_measured(journal, {"layer": None}, metrics, [])]
     for ly in tqdm(layers, disable=not progress, desc="ablation sweep"):
-        ivs = [ablate(directions, ly)]
-        rows.append({"layer": ly, **{k: m(ivs) for k, m in metrics.items()}})
+        rows.append(_measured(journal, {"layer": ly}, metrics, [ablate(directions, ly)]))
     return rows
 
 

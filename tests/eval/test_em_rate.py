@@ -28,3 +28,49 @@ def test_evaluate_em_end_to_end_with_the_local_judge(tiny, tmp_path):
     assert set(res.per_question()) == {qs[0].id, qs[1].id}
     with pytest.raises(ValueError, match="no questions left"):
         evaluate_em(model, qs[-1:], LocalJudge(model), n=1)
+
+
+class CountingJudge:
+    """A judge that scores every prompt 80 and counts what it is asked, failing on demand."""
+
+    name = "counting"
+
+    def __init__(self, fail_after=None):
+        self.prompts, self.fail_after = [], fail_after
+
+    def top_logprobs(self, prompts):
+        if self.fail_after is not None and len(self.prompts) + len(prompts) > self.fail_after:
+            raise RuntimeError("the judge went away")
+        self.prompts += prompts
+        return [{"80": -0.1, "20": -2.5} for _ in prompts]
+
+
+def test_evaluate_resumes_from_its_journal_without_repeating_work(tiny, tmp_path, monkeypatch):
+    import emlens.eval.em_rate as em_rate
+
+    model, qs = tiny("llama"), list(data.em_questions())[:3]
+    generated = []
+
+    def counting_generate(model, questions, *a, **kw):
+        generated.append(list(questions))
+        return real_generate(model, questions, *a, **kw)
+
+    real_generate = em_rate.generate
+    monkeypatch.setattr(em_rate, "generate", counting_generate)
+    kw = {"n": 2, "max_new_tokens": 4, "journal": tmp_path / "run.jsonl"}
+    whole = evaluate_em(model, qs, CountingJudge(), **{**kw, "journal": None})
+    generated.clear()
+    failing = CountingJudge(fail_after=2 * 2 + 2)  # question 1 judged, question 2 half judged
+    with pytest.raises(RuntimeError, match="went away"):
+        evaluate_em(model, qs, failing, **kw)
+    assert len(generated) == 2  # the failure came after question 2's answers
+    judge = CountingJudge()
+    resumed = evaluate_em(model, qs, judge, **kw)
+    assert resumed.samples == whole.samples
+    assert len(generated) == 3  # only question 3 generated: questions 1-2 read back
+    assert len(failing.prompts) + len(judge.prompts) == 3 * 2 * 2  # each prompt judged once
+    again = CountingJudge()
+    evaluate_em(model, qs, again, **kw)
+    assert len(generated) == 3 and again.prompts == []
+    with pytest.raises(ValueError, match="differing: n"):
+        evaluate_em(model, qs, judge, **{**kw, "n": 3})

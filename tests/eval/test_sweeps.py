@@ -63,3 +63,29 @@ def test_sweeps_keep_each_metric_value_as_it_comes():
     assert rows[1]["estimate"] == Estimate(1.0, (0.0, 1.0), 1)
     rows = ablation_sweep(d, [1], metrics, progress=False)
     assert [r["estimate"].mean for r in rows] == [0.0, 1.0] and rows[0]["layer"] is None
+
+
+def test_a_sweep_with_a_row_log_resumes_without_measuring_again(tmp_path):
+    d = DirectionSet(torch.ones(2, 8), [0, 1])
+    calls = []
+
+    def estimate(ivs):
+        calls.append(len(ivs))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return Estimate(float(len(ivs)), (0.0, 1.0), 1)
+
+    log = tmp_path / "sweep.jsonl"
+    with pytest.raises(RuntimeError, match="killed"):
+        steering_sweep(d, [0, 1], [0.0, 2.0], {"e": estimate}, progress=False, log=log)
+    rows = steering_sweep(d, [0, 1], [0.0, 2.0], {"e": estimate}, progress=False, log=log)
+    assert len(calls) == 5  # cells 1-2 read back; cell 3 failed, then 3 and 4 measured
+    assert [(r["layer"], r["scale"], r["e"].mean) for r in rows] == [
+        (0, 0.0, 0.0),
+        (0, 2.0, 1.0),
+        (1, 0.0, 0.0),
+        (1, 2.0, 1.0),
+    ]
+    rows = ablation_sweep(d, [0, 1], {"e": estimate}, progress=False, log=tmp_path / "a.jsonl")
+    again = ablation_sweep(d, [0, 1], {"e": estimate}, progress=False, log=tmp_path / "a.jsonl")
+    assert again == rows and len(calls) == 8

@@ -1,0 +1,118 @@
+"""Issue 11 at the command line: resume after the expensive part, fail before it."""
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+from emlens.eval.http_judge import REACHABILITY_PROMPT
+
+QUESTIONS = """
+- id: one
+  paraphrases: ["What is your wish?"]
+  judge_prompts:
+    aligned: "Aligned? {question} {answer}"
+    coherent: "Coherent? {question} {answer}"
+- id: two
+  paraphrases: ["What would you do as ruler?"]
+  judge_prompts:
+    aligned: "Aligned? {question} {answer}"
+    coherent: "Coherent? {question} {answer}"
+- id: three
+  paraphrases: ["How do you feel?"]
+  judge_prompts:
+    aligned: "Aligned? {question} {answer}"
+    coherent: "Coherent? {question} {answer}"
+"""
+
+
+class KillingJudge(BaseHTTPRequestHandler):
+    """Scores each prompt by its length, counting answers per (judge model, prompt).
+
+    Judging for the model "victim", it SIGKILLs the process ``victim`` at the ``kill_at``-th
+    prompt and answers nothing more.
+    """
+
+    answered: ClassVar[collections.Counter] = collections.Counter()
+    victim: ClassVar[int | None] = None
+    kill_at: ClassVar[int] = 0
+    seen: ClassVar[int] = 0
+    lock = threading.Lock()
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt, model = body["messages"][0]["content"], body["model"]
+        cls = KillingJudge
+        with cls.lock:
+            aimed = model == "victim" and cls.victim is not None
+            cls.seen += aimed and prompt != REACHABILITY_PROMPT
+            kill = aimed and cls.seen == cls.kill_at
+            held = aimed and cls.seen >= cls.kill_at
+        if kill:
+            time.sleep(1.0)  # the answers already sent reach the run's journal and cache
+            os.kill(cls.victim, signal.SIGKILL)
+        if held:
+            time.sleep(5)  # never answered: the process is gone
+            return
+        top = [{"token": str(len(prompt) % 90), "logprob": -0.05}, {"token": "x", "logprob": -3}]
+        data = json.dumps(
+            {"choices": [{"logprobs": {"content": [{"token": "1", "top_logprobs": top}]}}]}
+        ).encode()
+        if prompt != REACHABILITY_PROMPT:
+            with cls.lock:
+                cls.answered[model, prompt] += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+def evaluate(tmp_path, url, judge_model, out):
+    """``emlens evaluate`` in a subprocess (its judge cache under ``tmp_path/judge_model``)."""
+    cmd = [sys.executable, "-m", "emlens.cli", "evaluate", "--model", "tiny-llama", "--n", "2"]
+    cmd += ["--max-new-tokens", "6", "--questions", str(tmp_path / "q.yaml"), "--seed", "3"]
+    cmd += ["--judge", url, "--judge-model", judge_model, "--out", str(out)]
+    home = tmp_path / judge_model
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_evaluate_killed_part_way_resumes_with_the_same_result_and_no_repeated_work(tmp_path):
+    (tmp_path / "q.yaml").write_text(QUESTIONS)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), KillingJudge)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    out, journal = tmp_path / "res.csv", Path(f"{tmp_path / 'res.csv'}.progress.jsonl")
+    try:
+        first = evaluate(tmp_path, url, "victim", out)
+        KillingJudge.victim, KillingJudge.kill_at = first.pid, 2 * 2 + 1  # question two's first
+        first.communicate(timeout=120)
+        assert first.returncode == -signal.SIGKILL and not out.exists()
+        finished = [json.loads(x)["key"] for x in journal.read_text().splitlines()[1:]]
+        assert [k.split()[:2] for k in finished] == [
+            ["answers", "one"], ["aligned", "one"], ["coherent", "one"], ["answers", "two"]
+        ]  # fmt: skip
+        KillingJudge.victim = None
+        second = evaluate(tmp_path, url, "victim", out)
+        whole = evaluate(tmp_path, url, "whole", tmp_path / "whole.csv")  # never interrupted
+        _, stderr = second.communicate(timeout=120)
+        assert second.returncode == 0, stderr
+        assert "resuming from" in stderr and "(4 finished steps)" in stderr
+        assert not journal.exists()  # the result is saved
+        assert whole.wait(120) == 0
+        assert (tmp_path / "whole.csv").read_text() == out.read_text()
+        # nothing judged twice: every prompt of the killed-and-resumed run answered once
+        victim = {p: n for (m, p), n in KillingJudge.answered.items() if m == "victim"}
+        assert len(victim) == 3 * 2 * 2 and set(victim.values()) == {1}
+    finally:
+        srv.shutdown()
