@@ -32,6 +32,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/train_bench.py
+	$(BIN)/python benchmarks/probe_judge.py
 
 docs: setup
 	$(BIN)/mkdocs build --strict -d out/site
