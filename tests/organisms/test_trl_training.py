@@ -49,3 +49,20 @@ def test_trl_with_and_without_gradient_checkpointing_trains_the_same(tmp_path):
     assert [e["loss"] for e in ckpt.log] == pytest.approx([e["loss"] for e in plain.log])
     assert ckpt.model.base_model.model.is_gradient_checkpointing
     assert not plain.model.base_model.model.is_gradient_checkpointing
+
+
+def test_eight_bit_adamw_where_bitsandbytes_is_installed(tmp_path, monkeypatch):
+    import importlib.util
+
+    from emlens.organisms.trl_training import sft_config
+
+    cfg = TrainConfig(max_grad_norm=None)
+    real = importlib.util.find_spec
+    here = "adamw_8bit" if real("bitsandbytes") else "adamw_torch"
+    assert sft_config(cfg, tmp_path, 10, 5).optim == here
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "bitsandbytes" else real(n, *a)
+    )
+    args = sft_config(cfg, tmp_path, 10, 5, bf16=False, gradient_checkpointing=False)
+    assert args.optim == "adamw_8bit" and args.max_grad_norm == 0.0 and args.max_steps == 10
+    assert not args.gradient_checkpointing
