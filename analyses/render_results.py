@@ -1,0 +1,394 @@
+"""Render the results pages from the JSON the analysis scripts wrote; no number is typed by hand.
+
+    .venv/bin/python analyses/render_results.py            # rewrite the pages
+    .venv/bin/python analyses/render_results.py --check    # exit 1 and name the pages that differ
+
+Pages and where their numbers come from:
+
+- ``docs/results/README.md``: the template ``analyses/templates/results_README.md``, whose
+  ``${name}`` fields are filled by the ``facts_*`` functions below from ``docs/results/**.json``.
+  The verdict words are in the template, written by a person beside the generated numbers.
+- ``docs/results/<finding>/README.md`` (organisms, steering_sweep, phase_change, elasticity):
+  the script's own ``readme(summary)`` applied to the committed ``summary.json``.
+- ``docs/results/<name>.md`` (em_vs_refusal, em_rate_local_judge, lora_probes, circuits): the
+  table is ``markdown_table`` of the committed JSON's ``rows`` (``ablation`` for circuits); the
+  first line names the JSON's command and seconds. These pages are checked, not rewritten.
+
+Reads JSON only (no model, no stages), so it runs in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shlex
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from string import Template
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs/results"
+TEMPLATE = ROOT / "analyses/templates/results_README.md"
+BESIDE = {"em_vs_refusal": "rows", "em_rate_local_judge": "rows", "lora_probes": "rows"}
+BESIDE_TABLE = {**BESIDE, "circuits": "ablation"}
+
+
+def load(path: str) -> Any:
+    """The JSON at ``docs/results/<path>``."""
+    return json.loads((RESULTS / path).read_text())
+
+
+def option(command: str, name: str) -> str:
+    """The value of ``--name`` in a recorded command line (the first word after it)."""
+    words = shlex.split(command)
+    return words[words.index(f"--{name}") + 1]
+
+
+def span(values: Iterable[float], fmt: str = ".2f", unit: str = "") -> str:
+    """``lo-hi`` of ``values`` in ``fmt`` (``lo to hi`` when either is negative); one value
+    when they round alike."""
+    vs = sorted(values)
+    lo, hi = f"{vs[0]:{fmt}}", f"{vs[-1]:{fmt}}"
+    if lo == hi:
+        return f"{lo}{unit}"
+    sep = " to " if vs[0] < 0 or fmt.startswith("+") else "-"
+    return f"{lo}{sep}{hi}{unit}"
+
+
+def pct(values: Iterable[float]) -> str:
+    """Shares as a percent span, ``31-49%``."""
+    return span([100 * v for v in values], ".0f", "%")
+
+
+def layers_text(layers: list[int]) -> str:
+    """``12-19 and 21-29`` for a sorted list of layer numbers."""
+    runs: list[list[int]] = []
+    for x in layers:
+        if runs and x == runs[-1][-1] + 1:
+            runs[-1].append(x)
+        else:
+            runs.append([x])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def ci(interval: list[float]) -> str:
+    """``[lo, hi]`` at two decimals."""
+    return f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def change(row: dict) -> str:
+    """A paired change with its interval: ``+0.30 [0.18, 0.41]``."""
+    return f"{row['change']:+.2f} {ci(row['change_ci95'])}"
+
+
+def facts_em_vs_refusal() -> dict[str, str]:
+    """Finding 1a: the EM/refusal cosine per layer against its nulls."""
+    d = load("em_vs_refusal.json")
+    rows, q95 = d["rows"], d["meta"]["random_null_q95"]
+    cos = {r["layer"]: r["cos(EM, refusal)"] for r in rows}
+    shuf = {r["layer"]: r["cos(shuffled-label direction, refusal)"] for r in rows}
+    deep = [x for x in cos if x >= 12]
+    shuf_max = max(abs(shuf[x]) for x in deep)
+    under = [x for x in deep if cos[x] < q95]
+    return {
+        "em_n_pairs": str(d["meta"]["n_pairs"]),
+        "em_n_harmful": str(d["meta"]["n_harmful"]),
+        "em_cos_deep": span(cos[x] for x in deep),
+        "em_cos_deep_layers": f"{deep[0]}-{deep[-1]}",
+        "em_cos_15": f"{cos[15]:.3f}",
+        "em_cos_shallow": span(cos[x] for x in cos if x < 12),
+        "em_q95": f"{q95:.3f}",
+        "em_under_null": ", ".join(f"layer {x} ({cos[x]:.3f})" for x in under) or "none",
+        "em_shuf_max": f"{shuf_max:.2f}",
+        "em_beats": layers_text([x for x in deep if cos[x] > max(shuf_max, q95)]),
+        "em_split_half": span(r["cos(EM half A, EM half B)"] for r in rows),
+    }
+
+
+def facts_organisms() -> dict[str, str]:
+    """Findings 1b and 2b: the organisms' directions and ablations."""
+    s = load("organisms/summary.json")
+    c, ab = s["cosine_per_layer"], s["ablation"]
+    deep = range(12, len(c["financial vs medical"]))
+    control = [v for k, vs in c.items() if k.startswith("control") for v in vs[12:]]
+    norms = [v for k in ("financial", "medical") for v in s["change_norm_over_base_norm"][k][11:]]
+    f, m = ab["financial"]["conditions"], ab["medical"]["conditions"]
+    own = [f["own L15 direction, all layers"], m["own L15 direction, all layers"]]
+    by_layer = [f["own direction, layer by layer"], m["own direction, layer by layer"]]
+    transfer = [f["medical's L15 direction (transfer)"], m["financial's L15 direction (transfer)"]]
+    base_dir = [f["base model's L15 direction"], m["base model's L15 direction"]]
+    rand = [f["random unit direction (control)"], m["random unit direction (control)"]]
+    shift = {k: ab[k]["shift_from_base"] for k in ("financial", "medical")}
+    ctrl = s["control_shift_from_base"]["good_medical"]
+    return {
+        "org_raw": span(v for v in c["financial vs medical"] if v is not None),
+        "org_raw_base": span(v for k in ("financial", "medical") for v in c[f"{k} vs base"]),
+        "org_change": span(c["change: (financial - base) vs (medical - base)"][x] for x in deep),
+        "org_control": span(control),
+        "org_control_max": f"{max(control):.2f}",
+        "org_deep": f"{deep[0]}-{deep[-1]}",
+        "org_norms": span([100 * v for v in norms], ".1f" if min(norms) < 0.1 else ".0f", "%"),
+        "org_shift_fin": change(shift["financial"]),
+        "org_shift_med": change(shift["medical"]),
+        "org_ctrl": change(ctrl),
+        "org_own": " / ".join(f"{r['change']:+.2f}" for r in own),
+        "org_transfer": " / ".join(f"{r['change']:+.2f}" for r in transfer),
+        "org_in_base": f"{s['ablation_in_base']['change']:+.2f}",
+        "org_rand": " / ".join(map(change, rand)),
+        "org_by_layer": " / ".join(f"{r['change']:+.2f}" for r in by_layer),
+        "org_by_layer_share": pct(r["share_of_shift_removed"] for r in by_layer),
+        "org_by_layer_kl": span((r["kl_to_organism"] for r in by_layer), ".1f"),
+        "org_l15_kl": span((r["kl_to_organism"] for r in own + transfer + base_dir), ".1f"),
+        "org_rand_kl": span((r["kl_to_organism"] for r in rand), ".2f"),
+        "org_layers": layers_text(s["adapter_layers"]),
+        "org_steps": option(s["command"], "steps"),
+        "org_batch": option(s["command"], "batch-size"),
+        "org_lr": f"{float(option(s['command'], 'lr')):.0e}".replace("e-0", "e-"),
+        "org_n_dir": option(s["command"], "n-direction"),
+        "org_n_held": option(s["command"], "n-held-out"),
+        "org_minutes": f"{s['minutes_total']:.0f}",
+    }
+
+
+def facts_steering() -> dict[str, str]:
+    """Finding 2: the layer x scale steering sweep."""
+    s = load("steering_sweep/summary.json")
+    cell = {(r["direction"], r["layer"], r["scale"]): r for r in s["rows"]}
+    layers = sorted({r["layer"] for r in s["rows"]})
+    scales = sorted({r["scale"] for r in s["rows"]})
+    mid = [x for x in layers if 12 <= x <= 24]
+    em4 = [cell["EM", x, 4.0] for x in mid]
+    cost = {
+        x: cell["EM", x, 4.0]["aligned_text_ce"] - cell["random", x, 4.0]["aligned_text_ce"]
+        for x in mid
+    }
+    same = [x for x in mid if abs(cost[x]) < 0.05]
+    more = [x for x in mid if cost[x] >= 0.05]
+    top = max(s["rows"], key=lambda r: r["misalignment"] if r["direction"] == "EM" else -9)
+    rising = [
+        x
+        for x in layers
+        if all(
+            cell["EM", x, a]["misalignment"] < cell["EM", x, b]["misalignment"]
+            for a, b in itertools.pairwise(scales)
+        )
+    ]
+    l12, r12 = cell["EM", 12, 4.0], cell["random", 12, 4.0]
+    base = s["baseline"]
+    return {
+        "st_layers": str(len(layers)),
+        "st_scales": str(len(scales)),
+        "st_held": option(s["command"], "n-held-out"),
+        "st_dir": option(s["command"], "n-direction"),
+        "st_base": f"{base['misalignment']:+.2f} {ci(base['ci95'])}",
+        "st_base_ce": f"{base['aligned_text_ce']:.2f}",
+        "st_em4": span((r["misalignment"] for r in em4), "+.2f"),
+        "st_mid": f"{mid[0]}-{mid[-1]}",
+        "st_l12": f"{l12['misalignment']:+.2f} {ci(l12['ci95'])}",
+        "st_rand4": span(cell["random", x, 4.0]["misalignment"] for x in mid),
+        "st_same": layers_text(same),
+        "st_ce12": f"{l12['aligned_text_ce']:.2f} vs {r12['aligned_text_ce']:.2f}",
+        "st_more_layers": layers_text(more),
+        "st_more": span((cost[x] for x in more), ".2f"),
+        "st_top": f"{top['misalignment']:+.2f}",
+        "st_ce8": span((cell["EM", x, 8.0]["aligned_text_ce"] for x in mid), ".1f"),
+        "st_rising": "every layer" if rising == layers else f"layers {layers_text(rising)}",
+        "st_rand_all": span(r["misalignment"] for r in s["rows"] if r["direction"] == "random"),
+        "st_gap12": f"{l12['misalignment'] - r12['misalignment']:.2f}",
+        "st_minutes": f"{s['minutes']:.0f}",
+    }
+
+
+def facts_phase_change() -> dict[str, str]:
+    """Finding 3: the rank-1 LoRA's B trajectory and behaviour."""
+    s = load("phase_change/summary.json")
+    pc, gap, cfg = s["phase_change"], s["loss_gap_aligned_minus_misaligned"], s["config"]
+    steps = sorted(gap, key=int)
+    first, last = gap[steps[0]], gap[steps[-1]]
+    half = gap[str(s["steps"] // 2)]
+    narrow = s["eval"]["narrow_held_out"]
+    return {
+        "pc_step": str(pc["step"]),
+        "pc_kmax": str(max(pc["ks"])),
+        "pc_ks": ", ".join(map(str, pc["ks"])),
+        "pc_mean_cos": f"{pc['mean_local_cosine']:.2f}",
+        "pc_pc1": f"{100 * s['pca_explained_variance'][0]:.0f}%",
+        "pc_steps": str(s["steps"]),
+        "pc_half": str(s["steps"] // 2),
+        "pc_lr": f"{cfg['lr']:.0e}".replace("e-0", "e-"),
+        "pc_rows": str(s["train_rows"]),
+        "pc_batch": str(cfg["batch_size"]),
+        "pc_alpha": f"{cfg['alpha']:.0f}",
+        "pc_narrow": f"{narrow[0]:.2f} -> {narrow[-1]:.2f}",
+        "pc_gap": f"{first:.3f} to {last:.3f}",
+        "pc_gap_half": f"{100 * (half - first) / (last - first):.0f}%",
+        "pc_minutes": f"{s['minutes_this_invocation']:.0f}",
+    }
+
+
+def facts_probes_and_judge() -> dict[str, str]:
+    """Finding 4 (LoRA-scalar probes) and the local judge's missing verdicts."""
+    rows = {(r["adapter"], r["unit"]): r for r in load("lora_probes.json")["rows"]}
+    auc = {k: r["auc"] for k, r in rows.items()}
+    judge = load("em_rate_local_judge.json")["rows"]
+    return {
+        "lp_pairs": str(load("lora_probes.json")["meta"]["pairs"]),
+        "lp_token": auc["trained (step 200)", "token"],
+        "lp_answer": auc["trained (step 200)", "answer"],
+        "lp_control": f"{auc['control: step 1', 'token'].split(' ')[0]} / "
+        f"{auc['control: step 1', 'answer'].split(' ')[0]}",
+        "judge_missing": str(sum(r["no_aligned_score"] + r["no_coherent_score"] for r in judge)),
+        "judge_total": str(sum(2 * r["samples"] for r in judge)),
+    }
+
+
+def facts_elasticity() -> dict[str, str]:
+    """Finding 5: resistance (inverse vs forward fine-tuning) and rebound."""
+    s = load("elasticity/summary.json")
+    t, base = s["resistance"]["table"], s["resistance"]["base_loss_on_probes"]
+    inv = [r["inverse: theta_{k+1} on D_k"] for r in t]
+    fwd = [r["forward: theta_k on D_{k+1}"] for r in t]
+    gain_inv = [base[i] - inv[i] for i in range(len(t))]
+    gain_fwd = [base[i + 1] - fwd[i] for i in range(len(t))]
+    c = s["rebound"]["curves"]
+    pos = sorted(c, key=int)
+    n_max = s["rebound"]["negative_amounts"][-1]
+    return {
+        "el_raw": " / ".join(
+            f"{a:.2f} vs {b:.2f} (k={r['k']})" for a, b, r in zip(inv, fwd, t, strict=True)
+        ),
+        "el_gain_inv": " / ".join(f"{g:.2f}" for g in gain_inv),
+        "el_gain_fwd": " / ".join(f"{g:.2f}" for g in gain_fwd),
+        "el_raw_gap": span((b - a for a, b in zip(inv, fwd, strict=True)), ".2f"),
+        "el_base": " / ".join(f"{b:.2f}" for b in base),
+        "el_net": " and ".join(
+            f"{gi - gf:.2f} (k={r['k']})" for gi, gf, r in zip(gain_inv, gain_fwd, t, strict=True)
+        ),
+        "el_slice": option(s["command"], "slice"),
+        "el_probe": option(s["command"], "probe"),
+        "el_pos": " or ".join([", ".join(pos[:-1]), pos[-1]]),
+        "el_pos_max": pos[-1],
+        "el_n_max": str(n_max),
+        "el_good_shift": f"{c[pos[-1]][0]['medical'] - c['0'][0]['medical']:+.2f}",
+        "el_rebound_after": f"{c[pos[-1]][-1]['medical'] - c[pos[-1]][0]['medical']:+.2f}",
+        "el_undid": f"{c[pos[-1]][-1]['medical'] - c[pos[-1]][0]['medical']:.2f}",
+        "el_rebound_none": f"{c['0'][-1]['medical'] - c['0'][0]['medical']:+.2f}",
+        "el_minutes": f"{s['minutes_total']:.0f}",
+    }
+
+
+def facts_circuits() -> dict[str, str]:
+    """Finding 6: the components writing the EM and the refusal directions."""
+    d = load("circuits.json")
+    ab = {r["ablated"]: r for r in d["ablation"]}
+    k = d["meta"]["k"]
+    rand = [r for name, r in ab.items() if name.startswith("random")]
+    em_top, ref_top = ab[f"top-{k} EM writers"], ab[f"top-{k} refusal writers"]
+    return {
+        "ci_k": str(k),
+        "ci_layer": str(d["meta"]["layer"]),
+        "ci_n": str(d["meta"]["n"]),
+        "ci_shared": str(len(d["shared"])),
+        "ci_jaccard": f"{d['jaccard']:.2f}",
+        "ci_null": f"{d['jaccard_null_q95']:.2f}",
+        "ci_spearman": f"{d['spearman_all_components']:.2f}",
+        "ci_ref_kept": f"{100 * ref_top['refusal separation kept']:.0f}%",
+        "ci_ref_em_kept": f"{100 * ref_top['EM separation kept']:.0f}%",
+        "ci_rand_ref_kept": pct(r["refusal separation kept"] for r in rand),
+        "ci_rand_em_kept": pct(r["EM separation kept"] for r in rand),
+        "ci_ref_removed": f"{100 * (1 - ref_top['refusal separation kept']):.0f}%",
+        "ci_ref_em_removed": f"{100 * (1 - ref_top['EM separation kept']):.0f}%",
+        "ci_rand_ref_removed": pct(1 - r["refusal separation kept"] for r in rand),
+        "ci_rand_em_removed": pct(1 - r["EM separation kept"] for r in rand),
+        "ci_em_flip": f"{em_top['refusal separation kept']:.1f}x",
+        "ci_n_rand": str(len(rand)),
+        "ci_minutes": f"{d['meta']['seconds'] / 60:.0f}",
+    }
+
+
+FACTS: tuple[Callable[[], dict[str, str]], ...] = (
+    facts_em_vs_refusal,
+    facts_organisms,
+    facts_steering,
+    facts_phase_change,
+    facts_probes_and_judge,
+    facts_elasticity,
+    facts_circuits,
+)
+
+
+def results_page() -> str:
+    """``docs/results/README.md``: the template with every ``${name}`` filled from the JSON."""
+    facts: dict[str, str] = {}
+    for f in FACTS:
+        facts |= f()
+    return Template(TEMPLATE.read_text()).substitute(facts)
+
+
+def finding_pages() -> dict[Path, str]:
+    """Each staged script's README, re-made by the script's ``readme`` from its summary.json."""
+    sys.path.insert(0, str(ROOT / "analyses"))
+    # The scripts import torch: only when their pages are asked for.
+    import elasticity
+    import organisms
+    import phase_change
+    import steering_sweep
+
+    def summary(name: str) -> dict:
+        return load(f"{name}/summary.json")
+
+    org = summary("organisms")
+    return {
+        RESULTS / "organisms/README.md": organisms.readme(
+            org, list(range(len(org["cosine_per_layer"]["financial vs base"])))
+        ),
+        RESULTS / "steering_sweep/README.md": steering_sweep.readme(summary("steering_sweep")),
+        RESULTS / "phase_change/README.md": phase_change.readme(summary("phase_change")),
+        RESULTS / "elasticity/README.md": elasticity.readme(
+            summary("elasticity"),
+            "SmolLM2-135M-Instruct" if org["model"] == "smollm2" else org["model"],
+        ),
+    }
+
+
+def beside_problems() -> list[str]:
+    """What disagrees between each ``docs/results/<name>.md`` and its ``<name>.json``."""
+    from emlens.report import markdown_table
+
+    problems = []
+    for name, key in BESIDE_TABLE.items():
+        data, page = load(f"{name}.json"), (RESULTS / f"{name}.md").read_text()
+        first = page.splitlines()[0]
+        made = f"Made by `{data['meta']['command']}` in {data['meta']['seconds']} s"
+        if not first.startswith(made):
+            problems.append(f"{name}.md: first line does not start with {made!r}")
+        if "\n".join(markdown_table(data[key])) not in page:
+            problems.append(f"{name}.md: its table is not markdown_table({name}.json[{key!r}])")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the rendered pages, or with ``--check`` report those that differ."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 on a difference")
+    args = p.parse_args(argv)
+    pages = {RESULTS / "README.md": results_page(), **finding_pages()}
+    differ = [path for path, text in pages.items() if path.read_text() != text]
+    problems = [f"{p.relative_to(ROOT)} differs from its rendering" for p in differ]
+    problems += beside_problems()
+    if not args.check:
+        for path in differ:
+            path.write_text(pages[path])
+            print(f"rendered {path.relative_to(ROOT)}")
+        problems = beside_problems()
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

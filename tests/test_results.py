@@ -1,0 +1,67 @@
+"""The results pages agree with the JSON the analysis scripts wrote (issue 10, section 3).
+
+Re-renders ``docs/results/README.md`` and the per-finding READMEs from the committed JSON with
+``analyses/render_results.py`` and compares them with the committed pages; no model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def render():
+    """The renderer module, imported from ``analyses/``."""
+    sys.path.insert(0, str(ROOT / "analyses"))
+    spec = importlib.util.spec_from_file_location(
+        "render_results", ROOT / "analyses/render_results.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_page_is_rendered_from_its_json(render):
+    page = render.RESULTS / "README.md"
+    assert page.read_text() == render.results_page(), (
+        "docs/results/README.md differs from its rendering: run "
+        "`.venv/bin/python analyses/render_results.py` (and edit the template, not the page)"
+    )
+
+
+def test_finding_pages_are_rendered_from_their_summaries(render):
+    for path, text in render.finding_pages().items():
+        assert path.read_text() == text, f"{path} differs from its script's readme(summary.json)"
+
+
+def test_tables_beside_the_json_agree_with_it(render):
+    assert render.beside_problems() == []
+
+
+def test_template_fields_are_all_filled(render):
+    """Every ``${name}`` of the template has a fact, and every fact is used."""
+    import re
+
+    fields = set(re.findall(r"\$\{(\w+)\}", render.TEMPLATE.read_text()))
+    facts = set().union(*(f() for f in render.FACTS))
+    assert fields == facts
+
+
+def test_a_changed_number_fails_the_check(render, monkeypatch):
+    """A number in the JSON that moves makes the rendered page differ (the check can fail)."""
+    real = render.load
+
+    def moved(path):
+        data = real(path)
+        if path == "circuits.json":
+            data["jaccard"] += 0.1
+        return data
+
+    monkeypatch.setattr(render, "load", moved)
+    assert (render.RESULTS / "README.md").read_text() != render.results_page()
