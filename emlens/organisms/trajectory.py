@@ -68,9 +68,7 @@ class LoraTrajectory:
         return torch.cat([vecs[n] for n in names], dim=-1)
 
 
-def load_trajectory(
-    run_dir: str | os.PathLike[str], revision: str | None = None
-) -> LoraTrajectory:
+def load_trajectory(run_dir: str | os.PathLike[str], revision: str | None = None) -> LoraTrajectory:
     """A and B vectors of the rank-1 adapters of every checkpoint of a run, by step.
 
     Args:
