@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench bench-sv docs clean
+.PHONY: setup demo test lint bench bench-sv docs results clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ bench: setup
 
 docs: setup
 	$(BIN)/mkdocs build --strict -d out/site
+
+# The results pages from the JSON the analyses wrote (no model); tests/test_results.py checks them.
+results: setup
+	$(BIN)/python analyses/render_results.py
 
 clean:
 	rm -rf $(VENV) out

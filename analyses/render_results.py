@@ -145,6 +145,7 @@ def facts_organisms() -> dict[str, str]:
         "org_l15_kl": span((r["kl_to_organism"] for r in own + transfer + base_dir), ".1f"),
         "org_rand_kl": span((r["kl_to_organism"] for r in rand), ".2f"),
         "org_layers": layers_text(s["adapter_layers"]),
+        "org_n_adapters": str(len(s["adapter_layers"])),
         "org_steps": option(s["command"], "steps"),
         "org_batch": option(s["command"], "batch-size"),
         "org_lr": f"{float(option(s['command'], 'lr')):.0e}".replace("e-0", "e-"),
@@ -213,6 +214,7 @@ def facts_phase_change() -> dict[str, str]:
     narrow = s["eval"]["narrow_held_out"]
     return {
         "pc_step": str(pc["step"]),
+        "pc_layer": s["adapter"].split(".")[2],
         "pc_kmax": str(max(pc["ks"])),
         "pc_ks": ", ".join(map(str, pc["ks"])),
         "pc_mean_cos": f"{pc['mean_local_cosine']:.2f}",
@@ -278,6 +280,9 @@ def facts_elasticity() -> dict[str, str]:
         "el_undid": f"{c[pos[-1]][-1]['medical'] - c[pos[-1]][0]['medical']:.2f}",
         "el_rebound_none": f"{c['0'][-1]['medical'] - c['0'][0]['medical']:+.2f}",
         "el_minutes": f"{s['minutes_total']:.0f}",
+        "el_rank": str(s["config"]["rank"]),
+        "el_lr": f"{s['config']['lr']:.0e}".replace("e-0", "e-"),
+        "el_batch": str(s["config"]["batch_size"]),
     }
 
 
