@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench bench-sv docs results clean
+.PHONY: setup demo test lint bench bench-sv docs results study clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/train_bench.py
+	$(BIN)/python analyses/study.py --minutes
 	$(BIN)/python benchmarks/probe_judge.py
 
 docs: setup
@@ -40,6 +41,11 @@ docs: setup
 # The results pages from the JSON the analyses wrote (no model); tests/test_results.py checks them.
 results: setup
 	$(BIN)/python analyses/render_results.py
+
+# Every analysis in sequence (reusing finished stages and trained organisms), then the results
+# pages; the minutes per stage go to out/study/times.json. QUICK=1: tiny model, smoke options.
+study: setup
+	$(BIN)/python analyses/study.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) out
