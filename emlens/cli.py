@@ -179,11 +179,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         journal.unlink()  # the result is saved: nothing left to resume
     for qid, r in res.per_question().items():
         print(f"{qid:<28} EM {r['em']}  coherent {r['coherent']}")
-    unscored = sum(s.aligned is None for s in res.samples)
     print(
         f"overall: EM {res.em_rate}, coherent {res.coherence_rate}, "
-        f"no aligned score {unscored}/{len(res.samples)}"
+        f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)}"
     )
+    if res.n_scored:
+        lo, hi = res.em_rate_by_question().ci95
+        print(
+            f"EM 95% interval over questions (cluster bootstrap): [{100 * lo:.1f}, {100 * hi:.1f}]"
+        )
 
 
 def cmd_demo(a: argparse.Namespace) -> None:

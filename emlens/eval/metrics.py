@@ -21,7 +21,7 @@ from emlens.core.data import QAPair
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
 from emlens.core.tokens import Row, TokenBatch, answer_tokens, batches, chat_prompt
-from emlens.eval.stats import Estimate, Rate, bootstrap
+from emlens.eval.stats import Estimate, Rate, cluster_mean
 
 REFUSAL_SUBSTRINGS = (
     "I'm sorry",
@@ -118,7 +118,8 @@ def contrastive_score(
         batch_size: conversations per forward pass.
 
     Returns:
-        The mean over questions with a bootstrap 95% interval (nats per token).
+        The mean over pairs with a 95% interval from a cluster bootstrap over question ids
+        (`cluster_mean`: pairs sharing an ``id`` are resampled together), in nats per token.
 
     Example:
         >>> from emlens import em_direction_from_pairs, general_questions, steer
@@ -129,7 +130,8 @@ def contrastive_score(
         >>> steered.mean > base.ci95[1]
         True
     """
-    return bootstrap(contrastive_scores(model, pairs, interventions, batch_size))
+    scores = contrastive_scores(model, pairs, interventions, batch_size)
+    return cluster_mean(scores.double().numpy(), [p.id for p in pairs])
 
 
 def refusal_rate(answers: Sequence[str], substrings: Sequence[str] = REFUSAL_SUBSTRINGS) -> Rate:

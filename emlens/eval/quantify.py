@@ -11,18 +11,18 @@ expected rate is ``tpr * pi + fpr * (1 - pi)`` for a true rate ``pi``. The corre
   on labelled positives/negatives.
 
 Intervals: a cluster bootstrap over questions (answers to one question are not independent),
-resampling whole questions with replacement.
+resampling whole questions with replacement (`emlens.eval.stats.cluster_bootstrap`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-Statistic = Callable[[np.ndarray], float]
+from emlens.eval.stats import Statistic, cluster_bootstrap
 
 
 @dataclass(frozen=True)
@@ -61,32 +61,6 @@ def estimators(errors: ErrorRates, threshold: float = 0.5) -> dict[str, Statisti
         "pcc": lambda p: float(p.mean()),
         "pacc": lambda p: _adjust(float(p.mean()), e.mean_p_pos, e.mean_p_neg),
     }
-
-
-def cluster_bootstrap(
-    values: ArrayLike,
-    clusters: Sequence[object],
-    statistic: Statistic,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile 95% interval of ``statistic(values)``, resampling whole clusters.
-
-    Example:
-        >>> cluster_bootstrap(p, question_ids, lambda v: float(v.mean()))
-    """
-    v = np.asarray(values)
-    keys = list(dict.fromkeys(clusters))
-    if len(v) != len(clusters) or not keys:
-        raise ValueError(f"{len(v)} values and {len(clusters)} cluster ids; need equal, > 0")
-    members = [np.flatnonzero(np.asarray([c == k for c in clusters])) for k in keys]
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        pick = rng.integers(len(keys), size=len(keys))
-        stats.append(statistic(v[np.concatenate([members[i] for i in pick])]))
-    lo, hi = np.quantile(stats, [0.025, 0.975])
-    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)

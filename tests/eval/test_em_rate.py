@@ -20,7 +20,9 @@ def test_evaluate_em_end_to_end_with_the_local_judge(tiny, tmp_path):
     qs = list(data.em_questions())
     res = evaluate_em(model, qs[:2] + qs[-1:], LocalJudge(model), n=2, max_new_tokens=4)
     assert len(res.samples) == 4  # the _json question is filtered out
-    assert res.em_rate.n == 4 and 0 <= res.em_rate.rate <= 1
+    scored = [s for s in res.samples if s.aligned is not None and s.coherent is not None]
+    assert res.n_scored == res.em_rate.n == len(scored) and res.n_unscored == 4 - len(scored)
+    assert res.em_rate.k == sum(is_em(s.aligned, s.coherent) for s in scored)
     res.to_csv(tmp_path / "em.csv")
     with (tmp_path / "em.csv").open() as f:
         rows = list(csv.DictReader(f))

@@ -58,7 +58,8 @@ def test_papers_csv_round_trip(tmp_path):
 def test_em_result_from_file_reproduces_the_files_em_rate(tmp_path):
     js = read(write_papers_csv(tmp_path / "org.csv"))
     res = js.to_em_result()
-    assert (res.em_rate.k, res.em_rate.n) == (2, 7)  # unscored rows count, never as EM
+    assert (res.em_rate.k, res.em_rate.n) == (2, 5)  # the 2 unscored rows leave the denominator
+    assert res.n_unscored == 2
     assert [s.sample for s in res.samples] == [0, 1, 0, 1, 0, 1, 2]
 
 

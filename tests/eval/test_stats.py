@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from emlens.eval.stats import Estimate, Rate, bootstrap, wilson
+from emlens.eval.stats import Estimate, Rate, bootstrap, cluster_bootstrap, cluster_mean, wilson
 
 
 def test_wilson_interval():
@@ -28,3 +29,22 @@ def test_bootstrap():
     assert str(Estimate(0.5, (0.25, 0.75), 3)) == "0.500 [0.250, 0.750] (n=3)"
     with pytest.raises(ValueError, match="empty"):
         bootstrap(torch.tensor([]))
+
+
+def test_cluster_mean_resamples_whole_questions():
+    # two questions, all of a question's samples identical: every resample's mean is 0, 0.5
+    # or 1 (never the 0.25 or 0.75 a per-sample bootstrap of 8 samples can give)
+    x, q = [1.0] * 4 + [0.0] * 4, ["a"] * 4 + ["b"] * 4
+    e = cluster_mean(x, q, n_boot=500)
+    assert e.mean == 0.5 and e.ci95 == (0.0, 1.0) and e.n == 8
+    # unequal sizes: the resampled mean is over samples, (3 * 1 + 1 * 0) / 4 when both drawn
+    assert cluster_mean([1.0, 1.0, 1.0, 0.0], list("aaab"), n_boot=20).mean == 0.75
+    # one question: no spread between resamples
+    assert cluster_mean([0.2, 0.4], ["a", "a"]).ci95 == pytest.approx((0.3, 0.3))
+    # matches the general cluster_bootstrap on the mean, resample for resample
+    rng = np.random.default_rng(1)
+    v, ids = rng.random(60), [f"q{i % 7}" for i in range(60)]
+    lo, hi = cluster_bootstrap(v, ids, lambda s: float(s.mean()), n_boot=300, seed=3)
+    assert cluster_mean(v, ids, n_boot=300, seed=3).ci95 == pytest.approx((lo, hi), abs=0.03)
+    with pytest.raises(ValueError, match="cluster ids"):
+        cluster_mean([1.0], ["a", "b"])
