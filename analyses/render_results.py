@@ -15,6 +15,10 @@ Pages and where their numbers come from:
   first line names the JSON's command and seconds. These pages are checked, not rewritten.
 
 Reads JSON only (no model, no stages), so it runs in seconds.
+
+When a script's JSON changes shape or its numbers move (a re-measured finding), update its
+``facts_*`` function and the template's sentences with it: a verdict that the new numbers no
+longer support is rewritten in the template, never patched on the page.
 """
 
 from __future__ import annotations
