@@ -95,7 +95,8 @@ def trajectory(folder: str, threshold: float) -> dict:
     traj = load_trajectory(folder)
     steps, b = traj.steps, traj.stacked()  # all adapters' B vectors, one row per step
     ks = [k for k in (5, 10, 15) if 2 * k < len(steps)]
-    pc = phase_change(b, steps, ks, threshold) if ks else None
+    a_vecs = traj.stacked(which="A")  # the published noise rule: skip only if A is still too
+    pc = phase_change(b, steps, ks, threshold, a_vectors=a_vecs) if ks else None
     pca = trajectory_pca(b, 2) if len(steps) >= 2 else None
     comp = comp_score(b_matrix(traj)) if len(steps) >= 2 else None
     return {
@@ -108,7 +109,8 @@ def trajectory(folder: str, threshold: float) -> dict:
         "phase_change": None
         if pc is None
         else {
-            "step": pc.step,
+            "step": pc.step,  # None: no interior peak (see "reason")
+            "reason": pc.reason,
             "mean_local_cosine": pc.score,
             "ks": list(pc.ks),
             "threshold": threshold,
@@ -164,7 +166,7 @@ def figures(run, traj: dict, train_log: list, evals: list, sets: list[str], gap:
     fig = common.figure("Local cosine of the B trajectory", "step", "cos(B[t-k]-B[t], B[t+k]-B[t])")
     for k, lc in traj["local_cosines"].items():
         fig.add_scatter(x=steps, y=lc, name=f"k={k}")
-    if pc := traj["phase_change"]:
+    if (pc := traj["phase_change"]) and pc["step"] is not None:
         fig.add_vline(x=pc["step"], line_dash="dash", annotation_text=f"phase change ~{pc['step']}")
     save_figure(fig, out / "local_cosine")
 
@@ -208,7 +210,9 @@ def readme(s: dict) -> str:
         *(f"| [{f}.html]({f}.html) | {what} |" for f, what in FIGURES.items()),
         "",
     ]
-    if pc:
+    if pc and pc["step"] is None:
+        lines += [f"Estimated phase change: none ({pc['reason']}).", ""]
+    elif pc:
         lines += [
             f"Estimated phase change: step {pc['step']} (mean local cosine "
             f"{pc['mean_local_cosine']:.2f}; criterion: {pc['criterion']}).",

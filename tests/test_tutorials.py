@@ -117,7 +117,8 @@ def test_organisms_tutorial_runs():
     assert norms[-1] > norms[0]  # B starts at zero and grows
     assert _finite(s["loss_first_step"]) and _finite(s["loss_end"])
     assert all(_finite(v) for v in s["general_gap"].values())
-    assert s["phase_change_step"] == 2  # three saved steps: only step 2 has k = 1 defined
+    # three saved steps: only step 2 has k = 1 defined, so no interior peak
+    assert s["phase_change_step"] is None
     cos = s["cosine_organism_vs_base"]
     assert len(cos) == s["n_layers"] == 30
     assert all(_finite(c) and c > 0.9 for c in cos)  # a few steps barely move the model

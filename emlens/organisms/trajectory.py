@@ -4,9 +4,7 @@ Model Organisms for EM (arXiv 2506.11613, section on the phase transition) follo
 B vectors of rank-1 adapters over the checkpoints of a training run and sees B rotate sharply
 when misalignment is learned:
 
-- local cosine at step t: cos(B[t-k] - B[t], B[t+k] - B[t]); -1 on a straight path, rising
-  towards 0 and above where the path turns; steps whose moves are both shorter than a noise
-  threshold are left out (NaN);
+- local cosine and the phase change: `emlens.organisms.phase` (re-exported here);
 - comp score of step t against the final step T: ||X_t^T X_T||_F / (||X_t||_F ||X_T||_F),
   X_t the (d, n_adapters) matrix of B vectors, de-meaned over steps;
 - PCA of the stacked B vectors (scikit-learn).
@@ -17,7 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import torch
 from jaxtyping import Float
@@ -25,6 +22,9 @@ from torch import Tensor
 
 from emlens.core.hub import run_folder
 from emlens.organisms.adapters import WEIGHTS, read_adapter
+from emlens.organisms.phase import PhaseChange as PhaseChange
+from emlens.organisms.phase import local_cosine as local_cosine
+from emlens.organisms.phase import phase_change as phase_change
 from emlens.organisms.runs import checkpoints
 
 
@@ -101,112 +101,6 @@ def load_trajectory(run_dir: str | os.PathLike[str], revision: str | None = None
         B={n: torch.stack([a.b_vector(n) for a in adapters]) for n in names},
         scaling=adapters[-1].scaling,
     )
-
-
-def _check_trajectory(vectors: Tensor, steps: Sequence[int]) -> list[int]:
-    steps = [int(s) for s in steps]
-    if vectors.ndim != 2 or vectors.shape[0] != len(steps):
-        raise ValueError(
-            f"expected vectors [n_steps, d] with one row per step; got {tuple(vectors.shape)} "
-            f"for {len(steps)} steps"
-        )
-    if any(b <= a for a, b in pairwise(steps)):
-        raise ValueError("steps must be strictly increasing")
-    return steps
-
-
-def local_cosine(
-    vectors: Float[Tensor, "n_steps d"], steps: Sequence[int], k: int, threshold: float = 0.0
-) -> Float[Tensor, " n_steps"]:
-    """Local cosine of a trajectory (Model Organisms for EM): at step t,
-    cos(v[t-k] - v[t], v[t+k] - v[t]), with k in training steps.
-
-    A straight path gives -1; a right-angle turn gives 0.
-
-    Args:
-        vectors: ``[n_steps, d]``, one row per saved step.
-        steps: the training step of each row, strictly increasing.
-        k: the distance in training steps (not rows) to look back and ahead.
-        threshold: the L2 length under which both moves count as noise.
-
-    Returns:
-        ``[n_steps]``; NaN where step t-k or t+k was not saved, or both moves are shorter
-        than ``threshold``.
-    """
-    steps = _check_trajectory(vectors, steps)
-    if k < 1:
-        raise ValueError(f"k must be >= 1 training steps, not {k}")
-    at = {s: i for i, s in enumerate(steps)}
-    v = vectors.double()
-    out = torch.full((len(steps),), float("nan"), dtype=torch.float64)
-    for i, s in enumerate(steps):
-        if s - k not in at or s + k not in at:
-            continue
-        before, after = v[at[s - k]] - v[i], v[at[s + k]] - v[i]
-        if max(before.norm(), after.norm()) < threshold or min(before.norm(), after.norm()) == 0:
-            continue
-        out[i] = torch.nn.functional.cosine_similarity(before, after, dim=0)
-    return out.float()
-
-
-@dataclass
-class PhaseChange:
-    """The estimated phase-change step and the local cosines it was read from.
-
-    Attributes:
-        step: the estimated step.
-        score: the mean local cosine over ``ks`` at that step.
-        ks: the distances (training steps) averaged over.
-        local_cosines: the local cosine at every saved step, by k.
-        criterion: how ``step`` was chosen, in words.
-    """
-
-    step: int
-    score: float
-    ks: tuple[int, ...]
-    local_cosines: dict[int, Float[Tensor, " n_steps"]]
-    criterion: str = (
-        "argmax over steps of the local cosine of B averaged over ks, among steps where every "
-        "k is defined and passes the noise threshold: where the B trajectory turns most sharply"
-    )
-
-
-def phase_change(
-    vectors: Float[Tensor, "n_steps d"],
-    steps: Sequence[int],
-    ks: Sequence[int] = (5, 10, 15),
-    threshold: float = 0.0,
-) -> PhaseChange:
-    """Estimate the phase-change step of a B trajectory (Model Organisms for EM).
-
-    Criterion: the step where the local cosine, averaged over ``ks``, is highest, counting
-    only steps where the local cosine is defined for every k (see `local_cosine`).
-
-    Args:
-        vectors: ``[n_steps, d]``: ``trajectory.stacked()`` for all adapters at once, or
-            one adapter's ``B``.
-        steps: the training step of each row, strictly increasing.
-        ks: the distances (training steps) of the local cosines averaged.
-        threshold: the noise threshold of `local_cosine`.
-
-    Returns:
-        The step, its score and the local cosines.
-
-    Example:
-        >>> traj = load_trajectory("runs/fin")
-        >>> phase_change(traj.stacked(), traj.steps, ks=(5, 10, 15)).step
-    """
-    if not ks:
-        raise ValueError("need at least one k")
-    lc = {int(k): local_cosine(vectors, steps, int(k), threshold) for k in ks}
-    mean = torch.stack(list(lc.values())).mean(0)  # NaN wherever one k is undefined
-    if torch.isnan(mean).all():
-        raise ValueError(
-            f"no step has a defined local cosine for every k in {tuple(lc)}: the trajectory "
-            f"({len(steps)} saved steps) is too short or too still for these k and threshold"
-        )
-    i = int(torch.nan_to_num(mean, nan=-float("inf")).argmax())
-    return PhaseChange(int(list(steps)[i]), float(mean[i]), tuple(lc), lc)
 
 
 def comp_score(

@@ -76,6 +76,38 @@ def test_noise_threshold_drops_still_steps():
         local_cosine(path[:3], [1, 3, 2], k=1)
 
 
+def test_no_interior_peak_when_the_highest_local_cosine_is_at_an_edge():
+    # a circle walked with a growing angular step: the local cosine with equal steps on both
+    # sides rises monotonically, so its highest value is at the last step where it is defined
+    theta = 0.002 * torch.arange(40, dtype=torch.float64) ** 2
+    path = torch.stack([theta.cos(), theta.sin()], 1).float()
+    pc = phase_change(path, list(range(40)), ks=(1, 2))
+    lc = pc.local_cosines[1]
+    assert (lc[3:-3].diff() > 0).all()
+    assert pc.step is None and pc.reason is not None
+    assert "no interior peak" in pc.reason and "step 37, the last step" in pc.reason
+    assert pc.score == pytest.approx(float((pc.local_cosines[1] + pc.local_cosines[2])[37] / 2))
+    # the turning path has its peak inside the range: a step and no reason
+    turn = phase_change(*_turning_path(turn=40), ks=(5,))
+    assert turn.step == 40 and turn.reason is None
+
+
+def test_noise_rule_skips_only_when_both_a_and_b_are_still():
+    # the published rule: B still (moves 1e-4) is skipped unless A moves (1.0 per step)
+    b_path, steps = _turning_path(noise=0.0)
+    b_path[50:] = b_path[49] + 1e-4 * torch.randn(
+        30, 16, generator=torch.Generator().manual_seed(1)
+    )
+    a_still = torch.zeros(80, 4)
+    a_moving = torch.arange(80, dtype=torch.float32)[:, None] * torch.ones(1, 4)
+    i = steps.index(65)
+    assert torch.isnan(local_cosine(b_path, steps, 5, 0.01, a_vectors=a_still)[i])
+    assert torch.isnan(local_cosine(b_path, steps, 5, 0.01)[i])
+    assert not torch.isnan(local_cosine(b_path, steps, 5, 0.01, a_vectors=a_moving)[i])
+    with pytest.raises(ValueError, match="a_vectors"):
+        local_cosine(b_path, steps, 5, a_vectors=a_still[:3])
+
+
 def test_comp_score_is_the_formula_and_abs_cosine_for_one_adapter():
     g = torch.Generator().manual_seed(0)
     one = torch.randn(6, 1, 10, generator=g)
