@@ -158,6 +158,31 @@ def _group_labels(
     return inverse, g_label
 
 
+def l1_penalty(sklearn_version: str | None = None) -> dict[str, Any]:
+    """The `LogisticRegression` arguments of an L1 penalty on this scikit-learn.
+
+    Before 1.8, ``l1_ratio`` is ignored unless ``penalty="elasticnet"``, so ``l1_ratio=1.0``
+    alone fits an L2 probe; from 1.8, ``penalty`` is deprecated (a FutureWarning) and
+    ``l1_ratio=1.0`` is the L1 penalty. Both work with the liblinear solver.
+
+    Args:
+        sklearn_version: the version to answer for (default: the installed one).
+
+    Returns:
+        ``{"penalty": "l1"}`` before 1.8, ``{"l1_ratio": 1.0}`` from 1.8.
+
+    Examples:
+        >>> l1_penalty("1.7.2"), l1_penalty("1.9.1")
+        ({'penalty': 'l1'}, {'l1_ratio': 1.0})
+    """
+    if sklearn_version is None:
+        import sklearn
+
+        sklearn_version = sklearn.__version__
+    major, minor = (int(x) for x in sklearn_version.split(".")[:2])
+    return {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
+
+
 def _fit_once(
     X: np.ndarray,
     y: np.ndarray,
@@ -183,7 +208,7 @@ def _fit_once(
     probe = make_pipeline(
         StandardScaler(),
         LogisticRegression(
-            l1_ratio=1.0, C=C, solver="liblinear", class_weight="balanced", random_state=r
+            C=C, solver="liblinear", class_weight="balanced", random_state=r, **l1_penalty()
         ),
     )
     probe.fit(X[train], y[train])

@@ -1,8 +1,10 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from emlens.organisms.probes import fit_probe, probe_lora_scalars
+from emlens.organisms.probes import fit_probe, l1_penalty, probe_lora_scalars
 from emlens.organisms.scalars import LoraScalars
 
 
@@ -38,7 +40,52 @@ def test_classes_are_balanced():
     assert r.n_train + r.n_test == 2 * n_pos  # the larger class subsampled to the smaller
 
 
-def test_groups_stay_on_one_side_and_bad_inputs_raise():
+def test_no_group_straddles_train_and_test(monkeypatch):
+    from sklearn.pipeline import Pipeline
+
+    # 50 groups of 4 rows; column 0 holds each row's group id, so the rows each fit and each
+    # prediction sees name their groups
+    rng = np.random.default_rng(0)
+    group_of_row = np.repeat(np.arange(50), 4)
+    y = np.repeat(rng.permutation([0, 1] * 25), 4)
+    X = np.column_stack([group_of_row, rng.normal(size=(200, 2)) + y[:, None]])
+    seen: list[tuple[str, set[int]]] = []
+    fit, proba = Pipeline.fit, Pipeline.predict_proba
+
+    def spy_fit(self, X, y=None, **kw):
+        seen.append(("train", set(X[:, 0].astype(int).tolist())))
+        return fit(self, X, y, **kw)
+
+    def spy_proba(self, X, **kw):
+        seen.append(("test", set(X[:, 0].astype(int).tolist())))
+        return proba(self, X, **kw)
+
+    monkeypatch.setattr(Pipeline, "fit", spy_fit)
+    monkeypatch.setattr(Pipeline, "predict_proba", spy_proba)
+    r = fit_probe(X, y, groups=group_of_row, repeats=5, test_size=0.25)
+    assert [kind for kind, _ in seen] == ["train", "test"] * 5
+    for (_, train), (_, test) in zip(seen[::2], seen[1::2], strict=True):
+        assert not train & test  # no group on both sides
+        assert len(train) + len(test) == 50  # balanced 25/25 groups: all of them used
+    assert r.n_train + r.n_test == 200
+
+
+def test_irrelevant_features_get_exactly_zero_weight():
+    # one informative feature among 21: an L1 probe sets the other 20 to exactly 0 in every
+    # repeat (an L2 probe, what l1_ratio alone gives before scikit-learn 1.8, never does)
+    rng = np.random.default_rng(0)
+    y = rng.permutation([0, 1] * 150)
+    X = rng.normal(size=(300, 21))
+    X[:, 0] += 2.0 * y
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation of the penalty argument either
+        r = fit_probe(X, y, C=0.05, repeats=5)
+    assert r.coef[0] > 0
+    assert (r.coef[1:] == 0).all() and (r.coef_std[1:] == 0).all()
+    assert l1_penalty("1.7.2") == {"penalty": "l1"} and l1_penalty("1.8.0") == {"l1_ratio": 1.0}
+
+
+def test_groups_must_hold_one_class_and_bad_inputs_raise():
     X, y = _data(n=200)
     groups = np.arange(200) // 4  # groups of 4 rows; the label is per row, so groups mix
     with pytest.raises(ValueError, match="a group holds both classes"):
