@@ -13,9 +13,10 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -66,26 +67,34 @@ def data_path(name: str) -> Path:
     return p
 
 
-def _open_text(path: str | os.PathLike[str]) -> TextIO:
+def _read_text(path: str | os.PathLike[str]) -> str:
+    """A UTF-8 text file's content (``.gz`` decompressed); a file that is neither, an error."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        return raw.decode("utf-8")
+    except (OSError, EOFError, zlib.error) as e:  # not gzip, or cut short
+        raise ValueError(f"{path}: expected a gzip-compressed text file ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: expected UTF-8 text, byte {e.start} is not ({e.reason})"
+        ) from None
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a JSONL file (``.gz`` too); a bad line is an error naming file and line."""
     rows = []
-    with _open_text(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from e
+    for i, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
     return rows
 
 
@@ -96,37 +105,65 @@ def read_chat_jsonl(path: str | os.PathLike[str]) -> list[Conversation]:
         msgs = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(msgs, list):
             raise ValueError(f"{path}:{i}: expected an object with a 'messages' list")
-        by_role = {m.get("role"): m.get("content") for m in msgs if isinstance(m, dict)}
-        user, assistant = by_role.get("user"), by_role.get("assistant")
-        if not user or not assistant:
-            raise ValueError(f"{path}:{i}: expected a user and an assistant message")
-        out.append(Conversation(user, assistant, by_role.get("system")))
+        by_role = {
+            m["role"]: m.get("content")
+            for m in msgs
+            if isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+        }
+        user, assistant, system = (by_role.get(r) for r in ("user", "assistant", "system"))
+        if not (user and assistant and isinstance(user, str) and isinstance(assistant, str)):
+            raise ValueError(f"{path}:{i}: expected a user and an assistant message (text)")
+        if system is not None and not isinstance(system, str):
+            raise ValueError(f"{path}:{i}: expected the system message's content as text")
+        out.append(Conversation(user, assistant, system))
     if not out:
         raise ValueError(f"{path}: no conversations")
     return out
 
 
 def read_questions(path: str | os.PathLike[str]) -> list[Question]:
-    """Questions of an EM-papers YAML file (a list of items with ``id`` and ``paraphrases``)."""
-    with _open_text(path) as f:
-        items = yaml.safe_load(f)
+    """Questions of an EM-papers YAML file (a list of items with ``id`` and ``paraphrases``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not YAML (the line and column named), or an item of the wrong shape.
+    """
+    try:
+        items = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ValueError(f"{path}: not valid YAML{where} ({problem})") from None
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a YAML list of questions")
-    out = []
-    for i, it in enumerate(items):
-        if not isinstance(it, dict) or "id" not in it or not it.get("paraphrases"):
-            raise ValueError(f"{path}: item {i} needs 'id' and a non-empty 'paraphrases' list")
-        out.append(
-            Question(
-                id=str(it["id"]),
-                paraphrases=[str(p) for p in it["paraphrases"]],
-                judge_prompts=dict(it.get("judge_prompts") or {}),
-                system=it.get("system"),
-                samples_per_paraphrase=int(it.get("samples_per_paraphrase", 1)),
-                type=str(it.get("type", "free_form_judge_0_100")),
-            )
-        )
-    return out
+    return [_question(it, f"{path}: item {i}") for i, it in enumerate(items)]
+
+
+def _question(it: Any, where: str) -> Question:
+    """One YAML item as a `Question`; an item of the wrong shape, a ValueError naming it."""
+    ok = isinstance(it, dict) and isinstance(it.get("id"), str | int)
+    paraphrases = it.get("paraphrases") if ok else None
+    if not (
+        isinstance(paraphrases, list)
+        and paraphrases
+        and all(isinstance(p, str) for p in paraphrases)
+    ):
+        raise ValueError(f"{where}: expected 'id' and a non-empty 'paraphrases' list of text")
+    prompts, system = it.get("judge_prompts") or {}, it.get("system")
+    if not (isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values())):
+        raise ValueError(f"{where}: expected 'judge_prompts' as a mapping of name to text")
+    n = it.get("samples_per_paraphrase", 1)
+    if not (system is None or isinstance(system, str)) or type(n) is not int:
+        raise ValueError(f"{where}: expected 'system' as text and 'samples_per_paraphrase' whole")
+    return Question(
+        id=str(it["id"]),
+        paraphrases=paraphrases,
+        judge_prompts={str(k): v for k, v in prompts.items()},
+        system=system,
+        samples_per_paraphrase=n,
+        type=str(it.get("type", "free_form_judge_0_100")),
+    )
 
 
 def _instructions(name: str) -> list[str]:

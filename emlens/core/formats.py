@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -157,8 +156,8 @@ def _torch_load(path: PathLike, expected: str) -> Any:
     p = _existing(path)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0]
+    except Exception as e:  # cut or foreign bytes raise unpickling, zip, index, struct errors
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{p} is not {expected}; torch.load(weights_only=True): {reason}") from e
 
 
@@ -169,8 +168,8 @@ def _vector(x: Any, what: str) -> Tensor:
 
 
 def _layer_dict(vectors: Mapping[int, Tensor], prov: dict[str, Any]) -> DirectionSet:
-    if not vectors:
-        raise ValueError(f"no layer vectors in {prov.get('file', 'the input')}")
+    if len({v.numel() for v in vectors.values()}) != 1:  # none, or several widths
+        raise ValueError(f"no layer vectors of one width in {prov.get('file', 'the input')}")
     layers = sorted(vectors)
     return DirectionSet(torch.stack([vectors[x] for x in layers]), layers, RESID_POST, prov)
 
@@ -278,9 +277,11 @@ def load_paper_vectors(path: PathLike) -> DirectionSet:
     obj = _torch_load(path, expected)
     prov: dict[str, Any] = {"source": "model-organisms-for-EM", "file": str(path)}
     if isinstance(obj, dict) and "steering_vector" in obj:
-        if "layer_idx" not in obj:
-            raise ValueError(f"{path} is not {expected}: a steering_vector without layer_idx")
-        layer, alpha = int(obj["layer_idx"]), float(obj.get("alpha", 1.0))
+        try:  # no layer_idx (KeyError), or layer_idx/alpha not numbers
+            layer, alpha = int(obj["layer_idx"]), float(obj.get("alpha", 1.0))
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            bad = f"{path} is not {expected}: without layer_idx and alpha numbers"
+            raise ValueError(bad) from None
         vec = alpha * _vector(obj["steering_vector"], f"{path} steering_vector")
         return _layer_dict({layer: vec}, {**prov, "layer_idx": layer, "alpha": alpha})
     if isinstance(obj, list | tuple):

@@ -19,6 +19,7 @@ import csv
 import gzip
 import math
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +186,13 @@ def read_judged(path: str | os.PathLike[str], name: str | None = None) -> Judged
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"no judged-answer CSV at {path}")
-    with _open(path, "r") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with _open(path, "r") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(
+            f"{path}: expected a judged-answer CSV (UTF-8; gzip if .gz): {e}"
+        ) from None
     cols = list(rows[0]) if rows else []
     text = "response" if "response" in cols else "answer"
     missing = [c for c in (text, "question", "question_id", "aligned", "coherent") if c not in cols]
