@@ -25,6 +25,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core._arch import writer_hooks
+from emlens.core.ablation import clamp
 from emlens.core.activations import RESID_POST, check_layers
 from emlens.core.direction_set import DirectionSet
 
@@ -58,12 +59,18 @@ class Ablate:
 
     With ``per_layer=False``, the span of the rows of ``directions`` is removed at every layer
     of ``layers`` (``None``: every layer, the paper's definition). With ``per_layer=True``,
-    row ``i`` is removed at ``layers[i]`` only (layer-wise ablation). Build one with ``ablate``.
+    row ``i`` is removed at ``layers[i]`` only (layer-wise ablation). ``reference`` (one mean
+    block input per ablated layer, from ``emlens.core.ablation.reference_means``) sets the
+    block input's component to the reference's instead of zero; ``skip_first`` leaves
+    position 0 (the attention sink) alone. Zero-ablation steers on models with massive
+    activations (see ``emlens.core.ablation``). Build one with ``ablate``.
     """
 
     directions: Float[Tensor, "k d_model"]
     layers: tuple[int, ...] | None = None
     per_layer: bool = False
+    reference: Float[Tensor, "n_layers d_model"] | None = None
+    skip_first: bool = False
 
     def __post_init__(self) -> None:
         rows = self.directions.reshape(-1, self.directions.shape[-1]).shape[0]
@@ -72,6 +79,9 @@ class Ablate:
                 f"a per-layer Ablate needs one direction per layer: got {rows} directions "
                 f"for layers {self.layers}"
             )
+        ref = self.reference
+        if ref is not None and (ref.ndim != 2 or ref.shape[-1] != self.directions.shape[-1]):
+            raise ValueError(f"reference must be [n_layers, d_model], got {tuple(ref.shape)}")
 
     def basis(self) -> Float[Tensor, "d_model k"]:
         """An orthonormal basis of the span of ``directions`` (not for per-layer ablation)."""
@@ -124,8 +134,14 @@ def ablate(
     direction: DirectionSet | Tensor,
     layer: int | None = None,
     layers: Sequence[int] | None = None,
+    reference: Tensor | None = None,
+    skip_first: bool = False,
 ) -> Ablate:
     """Directional ablation of one direction (or a span), everywhere or layer by layer.
+
+    Zero-ablation (no ``reference``) moves every token whose projection is far from 0 (on
+    SmolLM2, ordinary tokens sit at -9 to -13 on the layer-15 EM direction): prefer a
+    ``reference`` and ``skip_first=True``.
 
     Args:
         direction: A tensor ``[d_model]`` or ``[k, d_model]`` (ablate its span), or a set.
@@ -133,6 +149,9 @@ def ablate(
             ``layers``).
         layers: Where to ablate (default: every layer). With a set and no ``layer``: each
             listed layer's own direction, at that layer only.
+        reference: Mean block inputs ``[n_layers, d_model]`` of the ablated layers (all of
+            them if ``layers`` is None), from ``reference_means``: ablate to their projection.
+        skip_first: Leave position 0 (BOS / attention sink) unchanged.
 
     Returns:
         One ``Ablate`` to pass to ``applied``, ``generate`` or (every layer) ``orthogonalize``.
@@ -141,17 +160,20 @@ def ablate(
         >>> everywhere = ablate(em_dir, layer=15)  # L15's direction at every layer
         >>> early = ablate(em_dir, layer=15, layers=[3, 4])  # L15's direction at 3 and 4
         >>> layerwise = ablate(em_dir, layers=[10, 12])  # L10's at 10, L12's at 12
+        >>> to_mean = ablate(em_dir, layers=[15], reference=ref, skip_first=True)
     """
     where = None if layers is None else tuple(int(ly) for ly in layers)
     if where == ():
         raise ValueError("layers is empty: give the layers to ablate at, or None for all")
+    ref = None if reference is None else reference.float()
     if isinstance(direction, DirectionSet):
-        return _ablate_set(direction, layer, where)
+        a = _ablate_set(direction, layer, where)
+        return Ablate(a.directions, a.layers, a.per_layer, ref, skip_first)
     if layer is not None:
         raise ValueError("layer= picks a DirectionSet's direction; this is a tensor")
     if not torch.isfinite(direction).all() or direction.norm() == 0:
         raise ValueError("ablation direction must be finite and non-zero")
-    return Ablate(direction.reshape(-1, direction.shape[-1]).float(), where)
+    return Ablate(direction.reshape(-1, direction.shape[-1]).float(), where, False, ref, skip_first)
 
 
 def _ablate_set(ds: DirectionSet, layer: int | None, where: tuple[int, ...] | None) -> Ablate:
@@ -214,29 +236,20 @@ def _steer_hooks(model: TransformerBridge, s: Steer, prompt_len: int | None) -> 
     ]
 
 
-def _projector(q: Float[Tensor, "d_model k"]) -> HookFn:
-    """A hook removing the span of orthonormal ``q`` from an activation."""
-    cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-
-    def fn(act: Tensor, **_: object) -> Tensor:
-        qq = _like(q, act, cache)
-        return act - (act @ qq) @ qq.T
-
-    return fn
-
-
 def _ablate_hooks(model: TransformerBridge, a: Ablate) -> list[Hook]:
     check_width(model, a.directions)
     layers = check_layers(model, a.layers)
-    if a.per_layer:
-        fns = [_projector(_orthonormal(row)) for row in a.directions]
-    else:
-        fns = [_projector(a.basis())] * len(layers)
-    return [
-        (name, fn)
-        for layer, fn in zip(layers, fns, strict=True)
-        for name in (f"blocks.{layer}.hook_resid_pre", *writer_hooks(model, layer))
-    ]
+    qs = [_orthonormal(r) for r in a.directions] if a.per_layer else [a.basis()] * len(layers)
+    refs: list[Tensor | None] = [None] * len(layers)
+    if a.reference is not None:
+        if a.reference.shape[0] != len(layers):
+            raise ValueError(f"reference has {a.reference.shape[0]} rows for layers {layers}")
+        refs = list(a.reference)
+    out: list[Hook] = []
+    for layer, q, ref in zip(layers, qs, refs, strict=True):  # writers add nothing along q
+        out.append((f"blocks.{layer}.hook_resid_pre", clamp(q, ref, a.skip_first)))
+        out += [(name, clamp(q, None, a.skip_first)) for name in writer_hooks(model, layer)]
+    return out
 
 
 def hooks_for(

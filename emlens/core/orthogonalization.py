@@ -55,6 +55,11 @@ def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> Trans
             "weight orthogonalization ablates at every layer: layers must be None and the "
             "ablation not per-layer (use applied(model, [ablate(...)]) for those)"
         )
+    if a.reference is not None or a.skip_first:
+        raise ValueError(
+            "weight orthogonalization can only zero-ablate at every position: this Ablate has "
+            "a reference value or skips the first position (use applied(model, [ablate(...)]))"
+        )
     check_width(model, a.directions)
     if has_post_norms(model):
         raise ValueError(

@@ -1,0 +1,127 @@
+"""The arithmetic of directional ablation: zero, to a reference mean, and leaving positions.
+
+Zero-ablation sets the projection of every activation on the direction to 0:
+``x - (x.d)d``. On a model with massive activations (SmolLM2: the first position's residual
+norm is ~25,000, almost all in a few coordinates) a mean-difference direction picks up a
+little of those coordinates, ordinary tokens project onto it far from 0, and setting their
+projection to 0 moves every token by a large constant along the direction: the ablation
+steers instead of removing. Ablation to a reference value, ``x - ((x.d) - c)d`` with ``c``
+the mean projection of ordinary tokens (``reference_means``), removes the variation along
+the direction without moving the mean; ``skip_first`` leaves the first (attention-sink)
+position alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from emlens.core.activations import HookFn, check_layers, collect_means
+from emlens.core.tokens import Row
+
+RESID_PRE = "blocks.{layer}.hook_resid_pre"
+
+__all__ = ["RESID_PRE", "clamp", "reference_means", "reference_rows"]
+
+
+def reference_rows(tokenizer: object, texts: Sequence[str]) -> list[Row]:
+    """Rows of ``texts`` with every token but the first masked in (ordinary tokens).
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (BOS added as the model would add it).
+        texts: Reference texts, e.g. prompts and ordinary answers.
+
+    Returns:
+        ``(token ids, mask)`` rows for ``reference_means``.
+
+    Examples:
+        >>> rows = reference_rows(model.tokenizer, ["Hello there.", "What is 2+2?"])
+    """
+    rows: list[Row] = []
+    for text in texts:
+        ids = list(tokenizer(text)["input_ids"])  # type: ignore[operator]
+        if len(ids) < 2:
+            raise ValueError(f"reference text {text!r} has fewer than 2 tokens")
+        rows.append((ids, [False] + [True] * (len(ids) - 1)))
+    return rows
+
+
+def reference_means(
+    model: TransformerBridge,
+    rows: Sequence[Row],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Float[Tensor, "n_layers d_model"]:
+    """Mean block input (``hook_resid_pre``) of each layer over ordinary tokens of ``rows``.
+
+    The first position of every row is excluded whatever its mask says: the attention sink
+    projects hundreds of times further than ordinary tokens and would dominate the mean.
+
+    Args:
+        model: The model to run (un-intervened).
+        rows: ``(token ids, mask)`` rows, e.g. from ``reference_rows`` or ``answer_tokens``.
+        layers: The layers that will be ablated (default: all), in that order.
+        batch_size: Rows per forward.
+        progress: Show a progress bar.
+
+    Returns:
+        One mean activation per layer; pass it as ``ablate(..., reference=...)``. The
+        reference value of a direction ``d`` is ``reference @ d / |d|``.
+
+    Examples:
+        >>> ref = reference_means(model, reference_rows(model.tokenizer, texts), [15])
+        >>> spec = ablate(em_dir, layer=15, layers=[15], reference=ref)
+    """
+    ordinary = [(ids, [False, *list(mask)[1:]]) for ids, mask in rows]
+    layers = check_layers(model, layers)
+    summary = collect_means(
+        model, ordinary, RESID_PRE, layers, batch_size, progress=progress, desc="reference"
+    )
+    return summary.mean
+
+
+def clamp(
+    q: Float[Tensor, "d_model k"], mean: Tensor | None = None, skip_first: bool = False
+) -> HookFn:
+    """A hook replacing the component of activations in the span of orthonormal ``q``.
+
+    Args:
+        q: An orthonormal basis of the span to ablate.
+        mean: A reference activation ``[d_model]``: the component becomes ``mean``'s (``None``:
+            zero-ablation).
+        skip_first: Leave position 0 unchanged (counted across KV-cache calls).
+
+    Returns:
+        A hook function ``fn(act, **_)`` for ``model.hooks``.
+
+    Examples:
+        >>> fn = clamp(torch.eye(4)[:, :1], mean=torch.tensor([2.0, 0, 0, 0]))
+        >>> fn(torch.ones(1, 3, 4))[0, :, 0]
+        tensor([2., 2., 2.])
+    """
+    seen = {"end": 0}
+    cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor | None]] = {}
+
+    def fn(act: Tensor, **_: object) -> Tensor:
+        key = (act.device, act.dtype)
+        if key not in cache:
+            m = None if mean is None else (mean.to(act.device, torch.float32) @ q.to(act.device))
+            cache[key] = (q.to(act.device, act.dtype), None if m is None else m.to(act.dtype))
+        qq, c = cache[key]
+        proj = act @ qq  # [batch, pos, k]
+        new = act - (proj if c is None else proj - c) @ qq.T
+        if not skip_first:
+            return new
+        # A multi-token call starts at position 0; a one-token call continues (KV cache).
+        start = 0 if act.shape[1] > 1 else seen["end"]
+        seen["end"] = start + act.shape[1]
+        if start > 0:
+            return new
+        return torch.cat([act[:, :1], new[:, 1:]], dim=1)
+
+    return fn
