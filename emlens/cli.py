@@ -225,7 +225,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--aligned", help="chat JSONL of aligned answers (em)")
     d.add_argument("--harmful", help='JSONL of {"instruction": ...} (refusal)')
     d.add_argument("--harmless", help='JSONL of {"instruction": ...} (refusal)')
-    d.add_argument("--positions", type=int, help="last k post-instruction tokens (refusal)")
+    d.add_argument(
+        "--positions",
+        type=int,
+        default=1,
+        help="last k post-instruction tokens averaged (refusal; default 1: the last token)",
+    )
     d.set_defaults(fn=cmd_directions)
 
     c = sub.add_parser("compare", help="per-layer cosine of two direction files")

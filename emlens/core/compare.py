@@ -75,3 +75,55 @@ def random_like(ds: DirectionSet, seed: int = 0) -> DirectionSet:
     g = torch.Generator().manual_seed(seed)
     r = _unit(torch.randn(ds.vectors.shape, generator=g)) * ds.vectors.norm(dim=-1, keepdim=True)
     return DirectionSet(r, ds.layers, ds.hook, {**ds.provenance, "kind": "random", "seed": seed})
+
+
+def shuffled_label_cosines(
+    samples: Float[Tensor, "n n_layers d_model"],
+    tokens: Float[Tensor, " n"],
+    n_positive: int,
+    reference: Float[Tensor, "n_layers d_model"],
+    n_shuffles: int = 200,
+    seed: int = 0,
+) -> Float[Tensor, "n_shuffles n_layers"]:
+    """The shuffled-label null of a mean-difference direction, all shuffles at once.
+
+    Each shuffle relabels the ``n`` samples at random (``n_positive`` of them positive) and
+    takes the token-weighted mean of the positives minus that of the negatives, as
+    `mean_diff` does with the true labels; the result is its cosine with ``reference`` per
+    layer. One matrix product per layer replaces a forward pass per shuffle.
+
+    Args:
+        samples: each sample's mean activation over its masked tokens
+            (``collect_means(..., per_sample=True).per_sample``).
+        tokens: each sample's number of masked tokens (the weights of its mean).
+        n_positive: how many samples each shuffle labels positive.
+        reference: the direction compared with, one vector per layer.
+        n_shuffles: how many relabellings.
+        seed: seed of the relabellings.
+
+    Returns:
+        ``[n_shuffles, n_layers]`` cosines; their 95% quantile of ``abs`` is the chance level.
+
+    Examples:
+        >>> x = torch.tensor([[[1.0, 0.0]], [[-1.0, 0.0]]])
+        >>> shuffled_label_cosines(x, torch.ones(2), 1, torch.tensor([[1.0, 0.0]]), 4).abs()
+        tensor([[1.],
+                [1.],
+                [1.],
+                [1.]], dtype=torch.float64)
+    """
+    n = samples.shape[0]
+    if not 0 < n_positive < n or tokens.shape != (n,) or reference.shape != samples.shape[1:]:
+        raise ValueError(
+            f"need 0 < n_positive < n, one token count per sample and a reference "
+            f"[n_layers, d_model]; got n_positive={n_positive}, {n} samples, tokens "
+            f"{tuple(tokens.shape)}, reference {tuple(reference.shape)}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    order = torch.rand(n_shuffles, n, generator=g).argsort(1)
+    positive = torch.zeros(n_shuffles, n, dtype=torch.bool).scatter_(1, order[:, :n_positive], True)
+    w = tokens.double()[None].expand(n_shuffles, n)
+    wp, wn = w * positive, w * ~positive
+    weights = wp / wp.sum(1, keepdim=True) - wn / wn.sum(1, keepdim=True)  # [S, n]
+    diffs = torch.einsum("sn,nld->sld", weights, samples.double())
+    return (_unit(diffs) * _unit(reference.double())[None]).sum(-1)

@@ -2,8 +2,11 @@
 
 - EM direction (Convergent Linear Representations of EM, arXiv 2506.11618): mean activation
   over answer tokens of misaligned answers minus that of aligned answers, per layer.
-- Refusal direction (Arditi et al. 2024): mean activation at post-instruction positions of
-  harmful instructions minus that of harmless ones, per layer.
+- Refusal direction (Arditi et al. 2024): mean activation at one post-instruction position
+  of harmful instructions minus that of harmless ones, per layer. Arditi et al. choose the
+  position (and layer) on validation data; emlens's documented default is the last template
+  token, where the answer's first token is predicted (``positions=1``; ``None`` averages all
+  template positions, the default before issue 10). The choice is in the provenance.
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ def refusal_direction(
     harmful: Sequence[str],
     harmless: Sequence[str],
     layers: Sequence[int] | None = None,
-    positions: int | None = None,
+    positions: int | None = 1,
     hook: str = RESID_POST,
     batch_size: int = 16,
     progress: bool = True,
@@ -146,7 +149,8 @@ def refusal_direction(
         harmful: Instructions the model should refuse.
         harmless: Instructions it should follow.
         layers: Layers to compute (default: all).
-        positions: The last ``positions`` post-instruction tokens (default: all of them).
+        positions: The last ``positions`` post-instruction tokens averaged (default 1: the
+            last template token only; None: every post-instruction token).
         hook: Hook name template with a ``{layer}`` placeholder.
         batch_size: Instructions per forward pass.
         progress: Show a progress bar.
@@ -166,6 +170,9 @@ def refusal_direction(
         "kind": "refusal",
         "mask": "post_instruction",
         "positions": positions if positions is not None else "all",
+        "position_rule": "last template token (documented default)"
+        if positions == 1
+        else "mean over the last positions post-instruction tokens",
         "dataset_hash": dataset_hash(list(harmful), list(harmless)),
     }
     means = {"hook": hook, "layers": layers, "batch_size": batch_size, "progress": progress}

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
+from emlens.core.compare import (
+    cosine_matrix,
+    cosine_per_layer,
+    random_like,
+    random_null,
+    shuffled_label_cosines,
+)
 from emlens.core.direction_set import DirectionSet
 from emlens.core.directions import refusal_direction
 
@@ -51,4 +57,39 @@ def test_directions_from_two_models_of_one_architecture(tiny):
     d0 = refusal_direction(tiny("llama"), *args, progress=False)
     d1 = refusal_direction(other, *args, progress=False)
     c = cosine_per_layer(d0, d1)
-    assert c.shape == (3,) and c.abs().max() <= 1
+    want = torch.nn.functional.cosine_similarity(d0.vectors.double(), d1.vectors.double(), dim=-1)
+    assert torch.allclose(c.double(), want, atol=1e-5)
+    assert torch.allclose(cosine_per_layer(d0, d0), torch.ones(3), atol=1e-5)
+
+
+def test_planted_cosines_are_recovered_in_a_random_basis():
+    # layer l: b = cos(t) a + sin(t) a_perp, rotated by one random orthogonal matrix and scaled
+    angles = torch.tensor([0.0, 0.3, 1.2, math.pi / 2, 2.5, math.pi], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)).double())
+    e0, e1 = q[:, 0], q[:, 1]
+    a = torch.stack([3.0 * e0 for _ in angles])
+    b = torch.stack([0.5 * (t.cos() * e0 + t.sin() * e1) for t in angles])
+    got = cosine_per_layer(
+        DirectionSet(a.float(), list(range(6))), DirectionSet(b.float(), list(range(6)))
+    )
+    assert torch.allclose(got.double(), angles.cos(), atol=1e-6)
+
+
+def test_shuffled_label_null_takes_every_relabelling_token_weighted():
+    # 3 samples, 1 positive per shuffle: only three labellings exist, each computable by hand:
+    # positive i minus the token-weighted mean of the other two
+    x = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 1.0]]])
+    w = torch.tensor([1.0, 3.0, 1.0])
+    ref = torch.tensor([[1.0, 0.0]])
+    hand = []
+    for i in range(3):
+        j, k = (m for m in range(3) if m != i)
+        d = x[i, 0] - (w[j] * x[j, 0] + w[k] * x[k, 0]) / (w[j] + w[k])
+        hand.append(float(d[0] / d.norm()))
+    got = shuffled_label_cosines(x, w, 1, ref, n_shuffles=300)
+    assert got.shape == (300, 1)
+    values = sorted({round(v, 6) for v in got[:, 0].tolist()})
+    assert values == pytest.approx(sorted(hand), abs=1e-6)  # [0.6, ...]: all three appear
+    assert torch.equal(got, shuffled_label_cosines(x, w, 1, ref, n_shuffles=300))  # seeded
+    with pytest.raises(ValueError, match="n_positive"):
+        shuffled_label_cosines(x, w, 3, ref)

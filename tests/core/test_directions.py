@@ -54,6 +54,12 @@ def test_refusal_direction_uses_post_instruction_positions(tiny):
         want.append(torch.stack([cache[f"blocks.{ly}.hook_resid_post"][0, -1] for ly in range(3)]))
     assert torch.allclose(d.vectors, want[0] - want[1], atol=1e-5)
     assert d.provenance["positions"] == 1
+    # the default is that one position, the last template token (Arditi et al.: one position)
+    default = refusal_direction(model, harmful, harmless, progress=False)
+    assert torch.equal(default.vectors, d.vectors)
+    assert default.provenance["position_rule"].startswith("last template token")
+    every = refusal_direction(model, harmful, harmless, positions=None, progress=False)
+    assert every.provenance["positions"] == "all" and not torch.equal(every.vectors, d.vectors)
 
 
 def test_save_load_round_trip_and_model_checks(tiny, tmp_path):
