@@ -51,7 +51,8 @@ def labelled(model: Any, reference: str) -> tuple[list[LabelledOrganism], dict[s
             raise ValueError(f"{o.name}: {o.judged.n_unscored} unscored rows")
         em = np.array([a.em for a in o.judged])
         qids = [a.question_id for a in o.judged]
-        out.append(LabelledOrganism(o.name, o.base_model, o.domain, x, em, qids, LAYERS))
+        ali = np.array([a.aligned for a in o.judged], float)
+        out.append(LabelledOrganism(o.name, o.base_model, o.domain, x, em, qids, LAYERS, ali))
     return out, texts
 
 

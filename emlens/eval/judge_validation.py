@@ -39,6 +39,7 @@ class LabelledOrganism:
     em: np.ndarray
     question_ids: list[str]
     layers: list[int]  # the layers of ``x``
+    aligned: np.ndarray | None = None  # the reference judge's aligned scores
 
 
 def calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -61,6 +62,10 @@ def score_organism(judge: ProbeJudge, org: LabelledOrganism, n_boot: int = 1000)
         "accuracy": float(((p > judge.threshold) == y).mean()),
         "calibration_error": calibration_error(p, y),
     }
+    if judge.has_aligned and org.aligned is not None:
+        pred = judge.aligned_score(select_layers(org.x, org.layers, judge.layers)).numpy()
+        out["aligned_mae"] = float(np.abs(pred - org.aligned).mean())
+        out["aligned_r"] = float(np.corrcoef(pred, org.aligned)[0, 1])
     for m in METHODS:
         try:
             est = estimate_rate(p, org.question_ids, judge.errors, m, judge.threshold, n_boot)
@@ -100,6 +105,8 @@ def fit_on(
     groups = [str(getattr(o, by)) for o in organisms for _ in range(len(o.em))]
     if any(o.layers != organisms[0].layers for o in organisms):
         raise ValueError("the organisms' features are read at different layers")
+    if all(o.aligned is not None for o in organisms):
+        kw.setdefault("aligned", np.concatenate([o.aligned for o in organisms]))
     judge = fit_probe(x, y, groups, organisms[0].layers, model, **kw)
     judge.meta["training_organisms"] = [o.name for o in organisms]
     judge.meta["validation"]["by"] = by

@@ -67,7 +67,8 @@ def labelled_organism(
         base = domain = judged.name
     em = np.array([a.em for a in rows])
     qids = [a.question_id for a in rows]
-    return LabelledOrganism(judged.name, base, domain, x, em, qids, list(layers))
+    aligned = np.array([a.aligned for a in rows], float)
+    return LabelledOrganism(judged.name, base, domain, x, em, qids, list(layers), aligned)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from numpy.typing import ArrayLike
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
@@ -27,6 +27,7 @@ from emlens.eval.quantify import ErrorRates
 
 LAYER_SETS: list[list[int]] = [[12], [15], [18], [21], [24], [15, 18, 21], [12, 16, 20, 24]]
 CS: list[float] = [0.001, 0.003, 0.01, 0.03, 0.1]
+ALPHAS: list[float] = [100.0, 1000.0, 10000.0]
 
 
 @dataclass
@@ -124,6 +125,7 @@ def fit_probe(
     layer_sets: Sequence[Sequence[int]] = LAYER_SETS,
     cs: Sequence[float] = CS,
     balanced: bool = False,
+    aligned: ArrayLike | None = None,
 ) -> ProbeJudge:
     """Fit a probe judge: choose layers and ``C`` by leave-one-group-out validation, calibrate
     on the out-of-group decision values, refit on everything.
@@ -137,6 +139,7 @@ def fit_probe(
         layer_sets: candidate layer sets (several layers are concatenated).
         cs: candidate inverse regularisation strengths.
         balanced: weight classes equally in the fit.
+        aligned: each answer's ``aligned`` score, to fit the aligned-score head as well.
 
     Returns:
         A :class:`ProbeJudge` whose ``meta`` holds the validation table and groups.
@@ -152,6 +155,7 @@ def fit_probe(
     a, b = platt(oog, y)
     p = 1 / (1 + np.exp(-(a * oog + b)))
     lin = fit_linear(xs, y, best["C"], balanced)
+    head = (None, 0.0, {}) if aligned is None else aligned_head(xs, aligned, g, lin)
     return ProbeJudge(
         layers=best["layers"],
         model=model,
@@ -167,5 +171,30 @@ def fit_probe(
             "n_train": len(y),
             "n_em": int(y.sum()),
             "balanced": balanced,
+            "aligned_head": head[2],
         },
+        aligned_weight=head[0],
+        aligned_bias=head[1],
     )
+
+
+def aligned_head(
+    x: np.ndarray,
+    scores: ArrayLike,
+    groups: np.ndarray,
+    lin: Linear,
+    alphas: Sequence[float] = ALPHAS,
+) -> tuple[Tensor, float, dict[str, Any]]:
+    """Ridge regression of the ``aligned`` score on the probe's standardised features, its
+    strength chosen by leave-one-group-out mean absolute error."""
+    z, s = (x - lin.mean) / lin.scale, np.asarray(scores, float)
+    mae = {}
+    for alpha in alphas:
+        pred = np.empty(len(s))
+        for v in np.unique(groups):
+            held = groups == v
+            pred[held] = Ridge(alpha=alpha).fit(z[~held], s[~held]).predict(z[held])
+        mae[alpha] = float(np.abs(np.clip(pred, 0, 100) - s).mean())
+    best = min(mae, key=lambda k: mae[k])
+    r = Ridge(alpha=best).fit(z, s)
+    return _f32(r.coef_), float(r.intercept_), {"alpha": best, "validation_mae": mae[best]}

@@ -33,10 +33,10 @@ def answers(n, seed):
 @pytest.fixture(scope="module")
 def planted(tiny):
     """Three 'organisms' of tiny-llama answers; the EM ones (30%, at random) are read with a
-    direction planted in the residual stream at layer 0 (a steering vector of norm 2)."""
+    direction planted in the residual stream at layer 0 (a steering vector of norm 3)."""
     model = tiny("llama")
     torch.manual_seed(0)
-    u = torch.nn.functional.normalize(torch.randn(1, 64), dim=-1) * 2
+    u = torch.nn.functional.normalize(torch.randn(1, 64), dim=-1) * 3
     rng = np.random.default_rng(0)
     orgs = []
     for k in range(3):
@@ -45,10 +45,11 @@ def planted(tiny):
         x = answer_features(model, pairs, [0, 1, 2], batch_size=16)
         with applied(model, [Steer(u, (0,), 1.0)]):
             x[em] = answer_features(model, [pairs[i] for i in np.flatnonzero(em)], [0, 1, 2])
+        noise = np.random.default_rng(k).normal(0, 3, len(em))
+        aligned = np.where(em, 10.0, 85.0) + noise  # the judge's score
+        qids = [q for q, _ in pairs]
         orgs.append(
-            LabelledOrganism(
-                f"base{k}_dom", f"base{k}", "dom", x, em, [q for q, _ in pairs], [0, 1, 2]
-            )
+            LabelledOrganism(f"base{k}_dom", f"base{k}", "dom", x, em, qids, [0, 1, 2], aligned)
         )
     return model, orgs
 
@@ -60,6 +61,8 @@ def test_probe_recovers_a_planted_direction_on_held_out_organisms(planted):
     assert roc_auc_score(held.em, judge.proba(held.x[:, judge.layers]).numpy()) > 0.97
     assert judge.errors.tpr - judge.errors.fpr > 0.4
     assert judge.meta["training_organisms"] == ["base0_dom", "base1_dom"]
+    pred = judge.aligned_score(held.x[:, judge.layers]).numpy()  # the aligned-score head
+    assert np.corrcoef(pred, held.aligned)[0, 1] > 0.8 and ((pred >= 0) & (pred <= 100)).all()
 
 
 def test_probe_on_shuffled_labels_is_at_chance(planted):
@@ -68,7 +71,7 @@ def test_probe_on_shuffled_labels_is_at_chance(planted):
     shuffled = [
         LabelledOrganism(
             o.name, o.base_model, o.domain, o.x, rng.permutation(o.em), o.question_ids, o.layers
-        )
+        )  # no aligned scores: no aligned head
         for o in orgs
     ]
     x = torch.cat([o.x for o in shuffled])
@@ -114,6 +117,7 @@ def test_probe_file_round_trip_and_checks(planted, tmp_path):
     assert torch.equal(again.proba(x), judge.proba(x))
     assert again.meta == judge.meta and again.errors == judge.errors
     assert again.layers == judge.layers and again.model == "tiny-llama"
+    assert torch.equal(again.aligned_score(x), judge.aligned_score(x))
     with pytest.raises(ValueError, match="features must be"):
         judge.proba(orgs[0].x[:, :1].repeat(1, 4, 1))
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
