@@ -7,7 +7,11 @@ Beside the isotropic random null, two data-driven controls:
 - split-half: cos between EM directions from two disjoint halves of the questions (how
   reliable the EM direction is at this sample size: the ceiling for any comparison);
 - shuffled labels: cos(refusal, a "direction" from randomly relabelled aligned/misaligned
-  answers), the chance level for two mean differences taken in the same anisotropic stream.
+  answers), the chance level for two mean differences taken in the same anisotropic stream:
+  ``--shuffles`` relabellings (default 200) of the per-answer means, its 95% |cos| quantile.
+
+The refusal direction is read at one position, the last template token (emlens's default
+since issue 10; before it, the mean over every post-instruction position).
 """
 
 from __future__ import annotations
@@ -16,31 +20,37 @@ import argparse
 import random
 
 import _common as common
+import torch
 
 import emlens as eml
+from emlens.core.activations import collect_means
+from emlens.core.compare import shuffled_label_cosines
 from emlens.report import markdown_table, write_report
 
 
 def options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="the split halves and the shuffle")
+    p.add_argument("--seed", type=int, default=0, help="the split halves and the shuffles")
+    p.add_argument("--shuffles", type=int, default=200, help="shuffled-label relabellings")
 
 
 def main(run: common.Analysis) -> None:
     pairs = eml.general_questions()
-    # The random split and shuffle are fixed before any stage, so a resumed run draws the same.
+    # The random split is fixed before any stage, so a resumed run draws the same.
     rng = random.Random(run.args.seed)
     idx = list(range(len(pairs)))
     rng.shuffle(idx)
-    answers = [(p.question, p.aligned) for p in pairs] + [(p.question, p.misaligned) for p in pairs]
-    rng.shuffle(answers)
-    fake = [eml.Conversation(q, a) for q, a in answers]
 
     def em(subset):
         return lambda: eml.em_direction_from_pairs(run.model, subset, progress=False)
 
-    def shuffled():
-        half = len(pairs)
-        return eml.em_direction(run.model, fake[:half], fake[half:], progress=False)
+    def per_answer():
+        """Each answer's mean activation and token count: every relabelling is then a
+        weighted sum of these (no forward pass per shuffle)."""
+        tok = run.model.tokenizer
+        rows = [eml.answer_tokens(tok, p.question, p.misaligned) for p in pairs]
+        rows += [eml.answer_tokens(tok, p.question, p.aligned) for p in pairs]
+        s = collect_means(run.model, rows, per_sample=True, progress=False)
+        return {"samples": s.per_sample, "tokens": torch.tensor([sum(m) for _, m in rows])}
 
     harmful, harmless = eml.harmful_instructions(), eml.harmless_instructions()
     dirs = {
@@ -50,19 +60,27 @@ def main(run: common.Analysis) -> None:
         "em": run.stage("em", em(pairs)),
         "half_a": run.stage("em_half_a", em([pairs[i] for i in idx[::2]])),
         "half_b": run.stage("em_half_b", em([pairs[i] for i in idx[1::2]])),
-        "shuffled": run.stage("shuffled", shuffled),
     }
-    render(run, dirs, len(pairs))
+    answers = run.stage("per_answer", per_answer)
+    shuffled = shuffled_label_cosines(
+        answers["samples"],
+        answers["tokens"],
+        len(pairs),
+        dirs["refusal"].vectors,
+        n_shuffles=run.args.shuffles,
+        seed=run.args.seed,
+    )
+    render(run, dirs, len(pairs), shuffled.abs().quantile(0.95, dim=0).tolist())
 
 
-def render(run: common.Analysis, dirs: dict[str, eml.DirectionSet], n_pairs: int) -> None:
+def render(
+    run: common.Analysis, dirs: dict[str, eml.DirectionSet], n_pairs: int, shuffled_q95: list
+) -> None:
     null = eml.random_null(dirs["em"].d_model)
     series = {
         "cos(EM, refusal)": eml.cosine_per_layer(dirs["em"], dirs["refusal"]).tolist(),
         "cos(EM half A, EM half B)": eml.cosine_per_layer(dirs["half_a"], dirs["half_b"]).tolist(),
-        "cos(shuffled-label direction, refusal)": eml.cosine_per_layer(
-            dirs["shuffled"], dirs["refusal"]
-        ).tolist(),
+        "shuffled-label null: 95% quantile of abs cos with refusal": shuffled_q95,
     }
     fig = common.figure(
         f"EM vs refusal direction, {run.model_title} (grey: random 95%)", "layer", "cosine"
@@ -79,10 +97,17 @@ def render(run: common.Analysis, dirs: dict[str, eml.DirectionSet], n_pairs: int
     meta = run.meta(
         seed=run.args.seed,
         n_pairs=n_pairs,
+        shuffles=run.args.shuffles,
+        refusal_positions=dirs["refusal"].provenance.get("positions"),
         n_harmful=dirs["refusal"].provenance["n_positive"],
         random_null_q95=null.q95_abs,
     )
-    md = [f"{run.made_by()}. Random |cos| 95%: {null.q95_abs:.3f}.", "", *markdown_table(rows)]
+    md = [
+        f"{run.made_by()}. Random |cos| 95%: {null.q95_abs:.3f}; shuffled labels: "
+        f"{run.args.shuffles} relabellings; refusal direction at its last template token.",
+        "",
+        *markdown_table(rows),
+    ]
     run.write_beside({"meta": meta, "rows": rows}, md)
 
 
