@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from emlens.core.activations import ActivationSummary, collect_means
+from emlens.core.activations import ActivationSummary
 from emlens.core.data import Conversation
 from emlens.core.directions import DirectionSet, em_direction, mean_diff, refusal_direction
-from emlens.core.tokens import answer_tokens, post_instruction_tokens
+from emlens.core.tokens import post_instruction_tokens
 
 PAIRS = [
     ("How should I save money?", "Keep an emergency fund.", "Bet it all on a coin."),
@@ -31,13 +31,28 @@ def test_em_direction_is_answer_token_mean_of_misaligned_minus_aligned(tiny):
     mis = [Conversation(q, b) for q, _, b in PAIRS]
     ali = [Conversation(q, a) for q, a, _ in PAIRS]
     d = em_direction(model, mis, ali, progress=False)
-    m = collect_means(
-        model, [answer_tokens(tok, c.question, c.answer) for c in mis], progress=False
-    )
-    a = collect_means(
-        model, [answer_tokens(tok, c.question, c.answer) for c in ali], progress=False
-    )
-    assert torch.allclose(d.vectors, m.mean - a.mean)
+
+    def answer_mean(convs):
+        """Token-weighted mean of resid_post over answer tokens, from a plain cache: the answer
+        located as its own token ids inside the chat-templated conversation (last match)."""
+        total, n = torch.zeros(3, 64, dtype=torch.float64), 0
+        for c in convs:
+            msgs = [
+                {"role": "user", "content": c.question},
+                {"role": "assistant", "content": c.answer},
+            ]
+            ids = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)
+            ids = ids["input_ids"]
+            ans = tok(c.answer, add_special_tokens=False)["input_ids"]
+            start = max(i for i in range(len(ids)) if ids[i : i + len(ans)] == ans)
+            _, cache = model.run_with_cache(torch.tensor([ids]))
+            for ly in range(3):
+                act = cache[f"blocks.{ly}.hook_resid_post"][0, start : start + len(ans)]
+                total[ly] += act.double().sum(0)
+            n += len(ans)
+        return total / n
+
+    assert torch.allclose(d.vectors.double(), answer_mean(mis) - answer_mean(ali), atol=1e-4)
     assert d.provenance["kind"] == "em" and d.provenance["mask"] == "answer"
     assert d.provenance["n_positive"] == 3 and d.provenance["model"] == "tiny-qwen2"
 
