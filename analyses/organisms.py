@@ -31,9 +31,11 @@ fine-tune's shift removed, and the KL to the un-ablated organism on held-out ans
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+import _ablation_variants as variants
 import _common as common
 import plotly.graph_objects as go
 import torch
@@ -85,17 +87,19 @@ def main(run: common.Analysis) -> None:
     if a.layer not in dirs["base"].layers:
         raise SystemExit(f"--layer must be one of the model's layers 0..{dirs['base'].layers[-1]}")
     scores = run.stage("scores", lambda: {n: contrastive_scores(model(n), held) for n in dirs})
-    ablations = {
-        org: run.stage(
-            f"ablation_{org}",
-            lambda org=org: ablation(model(org), held, conditions(a, dirs, org)),
-        )
-        for org in DOMAINS
+    refs = {
+        n: run.stage(f"reference_{n}", lambda n=n: variants.reference(model(n), fit))
+        for n in ("base", *DOMAINS)
     }
-    base_ablated = run.stage(
-        "ablation_in_base",
-        lambda: contrastive_scores(run.model, held, [eml.ablate(dirs["base"], a.layer)]),
-    )
+    ablations, base_ablated = {}, {}
+    for org in DOMAINS:  # each variant of org's direction, in org and in the base model
+        for where, ref in ((org, refs[org]), ("base", refs["base"])):
+            conds = variants.conditions(a, dirs, org, ref)
+            out = ablations if where == org else base_ablated
+            out[org] = run.stage(
+                f"variants_{org}_in_{where}",
+                lambda m=where, c=conds: variants.measure(model(m), held, c),
+            )
     render(run, runs, train_min, dirs, scores, ablations, base_ablated)
 
 
@@ -105,39 +109,15 @@ def train_organisms(run: common.Analysis) -> dict[str, Path]:
     kw = {"lr": a.lr, "batch_size": a.batch_size, "max_steps": a.steps, "seed": a.seed}
     cfg = eml.TrainConfig(grad_accum=1, layers=tuple(a.adapter_layers), **kw)
     runs = {}
-    for name, file in (DOMAINS | CONTROL).items():
-        runs[name] = folder = Path(a.runs) / name
+    for i, (name, file) in enumerate((DOMAINS | CONTROL).items()):
+        # each organism its own seed: a shared one gives them the same LoRA A vectors
+        seed = a.seed + i
+        runs[name] = folder = Path(a.runs) / f"{name}-seed{seed}"
         if not (folder / "adapter_model.safetensors").exists():
             data = eml.data_path(f"narrow/{file}.jsonl")
-            eml.train(run.load_hf(), data, folder, cfg, save_every=20, resume=True)
+            c = dataclasses.replace(cfg, seed=seed)
+            eml.train(run.load_hf(), data, folder, c, save_every=20, resume=True)
     return runs
-
-
-def conditions(a: argparse.Namespace, dirs: dict, org: str) -> dict[str, list]:
-    """The ablations in organism ``org``: its own direction, the other's, the base model's,
-    and a random control."""
-    other = next(n for n in DOMAINS if n != org)
-    layer, own = a.layer, dirs[org]
-    return {
-        f"own L{layer} direction, all layers": [eml.ablate(own, layer)],
-        "own direction, layer by layer": [eml.ablate(own, layers=own.layers)],
-        f"{other}'s L{layer} direction (transfer)": [eml.ablate(dirs[other], layer)],
-        f"base model's L{layer} direction": [eml.ablate(dirs["base"], layer)],
-        "random unit direction (control)": [eml.ablate(eml.random_like(own, seed=a.seed), layer)],
-    }
-
-
-def ablation(model, held: list, conditions: dict) -> dict:
-    """Per condition: the contrastive score of each held-out question, and the KL to the
-    un-ablated model on the held-out aligned answers (damage)."""
-    texts = [eml.chat_prompt(model.tokenizer, p.question) + p.aligned for p in held]
-    return {
-        name: {
-            "scores": contrastive_scores(model, held, ivs).tolist(),
-            "kl": eml.kl_divergence(model, texts, ivs),
-        }
-        for name, ivs in conditions.items()
-    }
 
 
 def cosines(a: eml.DirectionSet, b: eml.DirectionSet) -> list[float | None]:
@@ -211,10 +191,21 @@ def render(run, runs, train_min, dirs, scores, ablations, base_ablated) -> None:
         "change_norm_over_base_norm": {n: [round(x, 4) for x in v] for n, v in ratio.items()},
         "contrastive_score": {n: round(float(s.mean()), 4) for n, s in scores.items()},
         "ablation": rows,
-        "ablation_in_base": paired(base_ablated, scores["base"], 0.0),
+        "ablation_against_base": {
+            org: variants.against_base(
+                {"org": scores[org].tolist(), "base": scores["base"].tolist()},
+                ablations[org],
+                base_ablated[org],
+            )
+            for org in DOMAINS
+        },
         "control_shift_from_base": {n: paired(scores[n], scores["base"], 0.0) for n in CONTROL},
         "minutes_total": round(train_min + run.seconds() / 60, 1),
     }
+    per_question = {"unablated": {n: v.tolist() for n, v in scores.items()}}
+    per_question |= {f"{o} in {o}": ablations[o] for o in DOMAINS}
+    per_question |= {f"{o} in base": base_ablated[o] for o in DOMAINS}
+    common.write_json(run.out / "per_question_scores.json", per_question)
     figures(run, base.layers, cos, null.q95_abs, rows)
     run.write_summary(summary, readme(summary, base.layers))
 
@@ -280,8 +271,7 @@ def readme(s: dict, layers: list[int]) -> str:
             for c, r in res["conditions"].items()
         ]
         lines += [*markdown_table(table), ""]
-    b = s["ablation_in_base"]
-    lines += [f"Same ablation (base direction, L) in the base model: change {ci(b)}.", ""]
+    lines += variants.readme_lines(s["ablation_against_base"])
     return "\n".join(lines)
 
 
