@@ -24,6 +24,7 @@ longer support is rewritten in the template, never patched on the page.
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import shlex
@@ -338,30 +339,35 @@ def results_page() -> str:
     return Template(TEMPLATE.read_text()).substitute(facts)
 
 
-def finding_pages() -> dict[Path, str]:
-    """Each staged script's README, re-made by the script's ``readme`` from its summary.json."""
+FINDINGS = ("organisms", "steering_sweep", "phase_change", "elasticity")
+
+
+def finding_page(name: str) -> str:
+    """``docs/results/<name>/README.md`` re-made by the script's ``readme`` from its summary.json.
+
+    Raises:
+        KeyError: the summary was written by an older version of the script (re-run it).
+    """
     sys.path.insert(0, str(ROOT / "analyses"))
-    # The scripts import torch: only when their pages are asked for.
-    import elasticity
-    import organisms
-    import phase_change
-    import steering_sweep
+    script = importlib.import_module(name)  # the scripts import torch: only when asked
+    s = load(f"{name}/summary.json")
+    if name == "organisms":
+        return script.readme(s, list(range(len(s["cosine_per_layer"]["financial vs base"]))))
+    if name == "elasticity":
+        return script.readme(s, "SmolLM2-135M-Instruct" if s["model"] == "smollm2" else s["model"])
+    return script.readme(s)
 
-    def summary(name: str) -> dict:
-        return load(f"{name}/summary.json")
 
-    org = summary("organisms")
-    return {
-        RESULTS / "organisms/README.md": organisms.readme(
-            org, list(range(len(org["cosine_per_layer"]["financial vs base"])))
-        ),
-        RESULTS / "steering_sweep/README.md": steering_sweep.readme(summary("steering_sweep")),
-        RESULTS / "phase_change/README.md": phase_change.readme(summary("phase_change")),
-        RESULTS / "elasticity/README.md": elasticity.readme(
-            summary("elasticity"),
-            "SmolLM2-135M-Instruct" if org["model"] == "smollm2" else org["model"],
-        ),
-    }
+def finding_pages() -> tuple[dict[Path, str], list[str]]:
+    """Each staged script's README as rendered, and the findings whose summary the script can
+    no longer read (made by an older version of it)."""
+    pages, stale = {}, []
+    for name in FINDINGS:
+        try:
+            pages[RESULTS / name / "README.md"] = finding_page(name)
+        except KeyError as e:
+            stale.append(f"{name}/summary.json predates analyses/{name}.py (no key {e}): re-run it")
+    return pages, stale
 
 
 def beside_problems() -> list[str]:
@@ -385,15 +391,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 on a difference")
     args = p.parse_args(argv)
-    pages = {RESULTS / "README.md": results_page(), **finding_pages()}
+    findings, stale = finding_pages()
+    pages = {RESULTS / "README.md": results_page(), **findings}
     differ = [path for path, text in pages.items() if path.read_text() != text]
     problems = [f"{p.relative_to(ROOT)} differs from its rendering" for p in differ]
-    problems += beside_problems()
+    problems += stale + beside_problems()
     if not args.check:
         for path in differ:
             path.write_text(pages[path])
             print(f"rendered {path.relative_to(ROOT)}")
-        problems = beside_problems()
+        problems = stale + beside_problems()
     for line in problems:
         print(line, file=sys.stderr)
     return 1 if problems else 0
