@@ -25,7 +25,7 @@ from emlens.core.tokens import Row
 
 RESID_PRE = "blocks.{layer}.hook_resid_pre"
 
-__all__ = ["RESID_PRE", "clamp", "reference_means", "reference_rows"]
+__all__ = ["RESID_PRE", "WARN_SHARE", "clamp", "diagnostic", "reference_means", "reference_rows"]
 
 
 def reference_rows(tokenizer: object, texts: Sequence[str]) -> list[Row]:
@@ -125,3 +125,56 @@ def clamp(
         return torch.cat([act[:, :1], new[:, 1:]], dim=1)
 
     return fn
+
+
+WARN_SHARE = 0.05  # warn when >= 5% of a direction's norm lies in massive coordinates
+
+
+def diagnostic(
+    model: TransformerBridge,
+    rows: Sequence[Row],
+    directions: Float[Tensor, "n_layers d_model"],
+    layers: Sequence[int],
+    factor: float = 20.0,
+) -> dict[int, dict[str, object]]:
+    """What exposes the zero-ablation artefact, per layer, at the block input.
+
+    Massive coordinates are found from the data: those whose mean |activation| (the larger of
+    the first position's and the ordinary tokens') is over ``factor`` times the median
+    coordinate's.
+
+    Args:
+        model: The model the directions come from.
+        rows: ``(token ids, mask)`` rows; ordinary tokens are the masked ones after position 0.
+        directions: One direction per layer of ``layers``.
+        layers: The layers.
+        factor: How far above the median a massive coordinate's mean |activation| is.
+
+    Returns:
+        Per layer: ``mean_projection_ordinary`` and ``mean_projection_first`` (on the unit
+        direction), ``massive_coordinates`` and ``massive_share`` (the norm of the direction
+        in them over its whole norm), and ``warn`` (``massive_share >= WARN_SHARE``).
+
+    Examples:
+        >>> diagnostic(model, rows, em_dir.vectors[[15]], [15])[15]["massive_share"]
+        0.33
+    """
+    ordinary = [(ids, [False, *list(m)[1:]]) for ids, m in rows]
+    first = [(ids, [True] + [False] * (len(ids) - 1)) for ids, _ in rows]
+    kw = {"progress": False, "desc": "diagnostic"}
+    mo = collect_means(model, ordinary, RESID_PRE, layers, **kw).mean  # type: ignore[arg-type]
+    mf = collect_means(model, first, RESID_PRE, layers, **kw).mean  # type: ignore[arg-type]
+    out: dict[int, dict[str, object]] = {}
+    for j, layer in enumerate(layers):
+        d = directions[j].float()
+        u = d / d.norm()
+        size = torch.maximum(mo[j].abs(), mf[j].abs())
+        massive = (size > factor * size.median()).nonzero().flatten().tolist()
+        out[layer] = {
+            "mean_projection_ordinary": round(float(mo[j] @ u), 4),
+            "mean_projection_first": round(float(mf[j] @ u), 4),
+            "massive_coordinates": massive,
+            "massive_share": round(float(d[massive].norm() / d.norm()), 4),
+        }
+        out[layer]["warn"] = out[layer]["massive_share"] >= WARN_SHARE  # type: ignore[operator]
+    return out

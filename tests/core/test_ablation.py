@@ -95,3 +95,29 @@ def test_reference_and_skip_first_are_refused_where_they_cannot_be_expressed(tin
     with pytest.raises(ValueError, match="reference has 1 rows"):
         with applied(model, [ablate(u, layers=[0, 1], reference=ref[:1])]):
             pass
+
+
+def test_diagnostic_finds_a_planted_massive_coordinate(tiny):
+    from emlens.core.ablation import diagnostic
+
+    model = tiny("llama")
+    n, dm = model.cfg.n_layers, model.cfg.d_model
+    big = torch.zeros(n, dm)
+    big[:, 5] = 1000.0  # a massive coordinate on every token from layer 1 on
+    plant = steer(DirectionSet(big, list(range(n))), [0], scale=1.0)
+    d = torch.randn(dm, generator=torch.Generator().manual_seed(1))
+    d[5] = 0.0
+    d = d / d.norm()
+    d[5] = 0.2  # share of the norm in coordinate 5: 0.2 / sqrt(1 + 0.04)
+    rows = reference_rows(model.tokenizer, TEXTS)
+    with applied(model, [plant]):
+        res = diagnostic(model, rows, d[None], [1])[1]
+    assert res["massive_coordinates"] == [5]
+    assert res["massive_share"] == pytest.approx(0.2 / (1.04**0.5), abs=1e-3)
+    assert res["warn"] is True
+    u = d / d.norm()
+    streams = [_stream(model, [plant], text=t) for t in TEXTS]
+    ordinary = torch.cat([s[1:] for s in streams]) @ u
+    assert res["mean_projection_ordinary"] == pytest.approx(float(ordinary.mean()), abs=1e-2)
+    first = torch.stack([s[0] for s in streams]) @ u
+    assert res["mean_projection_first"] == pytest.approx(float(first.mean()), abs=1e-2)
