@@ -184,10 +184,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)}"
     )
     if res.n_scored:
-        lo, hi = res.em_rate_by_question().ci95
-        print(
-            f"EM 95% interval over questions (cluster bootstrap): [{100 * lo:.1f}, {100 * hi:.1f}]"
-        )
+        print(f"EM over questions (cluster bootstrap): {res.em_rate_by_question()}")
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -225,12 +222,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--aligned", help="chat JSONL of aligned answers (em)")
     d.add_argument("--harmful", help='JSONL of {"instruction": ...} (refusal)')
     d.add_argument("--harmless", help='JSONL of {"instruction": ...} (refusal)')
-    d.add_argument(
-        "--positions",
-        type=int,
-        default=1,
-        help="last k post-instruction tokens averaged (refusal; default 1: the last token)",
-    )
+    d.add_argument("--positions", type=int, default=1, help="last k post-instr. tokens (refusal)")
     d.set_defaults(fn=cmd_directions)
 
     c = sub.add_parser("compare", help="per-layer cosine of two direction files")
