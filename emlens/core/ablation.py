@@ -160,10 +160,22 @@ def diagnostic(
         0.33
     """
     ordinary = [(ids, [False, *list(m)[1:]]) for ids, m in rows]
-    first = [(ids, [True] + [False] * (len(ids) - 1)) for ids, _ in rows]
-    kw = {"progress": False, "desc": "diagnostic"}
-    mo = collect_means(model, ordinary, RESID_PRE, layers, **kw).mean  # type: ignore[arg-type]
-    mf = collect_means(model, first, RESID_PRE, layers, **kw).mean  # type: ignore[arg-type]
+    mo = collect_means(model, ordinary, RESID_PRE, layers, progress=False).mean
+    return from_means(mo, first_means(model, rows, RESID_PRE, layers), directions, layers, factor)
+
+
+def first_means(
+    model: TransformerBridge, rows: Sequence[Row], hook: str, layers: Sequence[int]
+) -> Float[Tensor, "n_layers d_model"]:
+    """Mean activation at position 0 of up to 8 of ``rows`` (the sink is the same token)."""
+    first = [(ids, [True] + [False] * (len(ids) - 1)) for ids, _ in rows[:8]]
+    return collect_means(model, first, hook, layers, progress=False, desc="first position").mean
+
+
+def from_means(
+    mo: Tensor, mf: Tensor, directions: Tensor, layers: Sequence[int], factor: float = 20.0
+) -> dict[int, dict[str, object]]:
+    """``diagnostic`` from mean activations of ordinary tokens ``mo`` and position 0 ``mf``."""
     out: dict[int, dict[str, object]] = {}
     for j, layer in enumerate(layers):
         d = directions[j].float()

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.core.ablation import first_means, from_means
 from emlens.core.activations import RESID_POST, ActivationSummary, collect_means
 from emlens.core.data import Conversation, QAPair, dataset_hash
 from emlens.core.direction_set import DirectionSet
@@ -67,7 +68,12 @@ def _contrast(
     pos, neg = (collect_means(model, r, desc=name, **means) for name, r in rows.items())
     cfg = model.cfg
     model_prov = {"model": model_name(model), "n_layers": cfg.n_layers, "d_model": cfg.d_model}
-    return mean_diff(pos, neg, {**prov, **model_prov})
+    ds = mean_diff(pos, neg, {**prov, **model_prov})
+    # the zero-ablation artefact's diagnostic: ordinary tokens are the second set's
+    first = first_means(model, list(rows.values())[1], neg.hook, neg.layers)
+    diag = from_means(neg.mean, first, ds.vectors, ds.layers)
+    ds.provenance["ablation_diagnostic"] = {str(k): v for k, v in diag.items()}
+    return ds
 
 
 def em_direction(

@@ -121,3 +121,16 @@ def test_diagnostic_finds_a_planted_massive_coordinate(tiny):
     assert res["mean_projection_ordinary"] == pytest.approx(float(ordinary.mean()), abs=1e-2)
     first = torch.stack([s[0] for s in streams]) @ u
     assert res["mean_projection_first"] == pytest.approx(float(first.mean()), abs=1e-2)
+
+
+def test_em_direction_records_the_diagnostic_and_it_survives_save(tiny, tmp_path):
+    from emlens.core.data import general_questions
+    from emlens.core.directions import em_direction_from_pairs
+
+    model = tiny("llama")
+    ds = em_direction_from_pairs(model, general_questions()[:3], layers=[1], progress=False)
+    diag = ds.provenance["ablation_diagnostic"]["1"]
+    assert set(diag) >= {"mean_projection_ordinary", "mean_projection_first", "massive_share"}
+    ds.save(tmp_path / "d.safetensors")
+    back = DirectionSet.load(tmp_path / "d.safetensors")
+    assert back.provenance["ablation_diagnostic"]["1"]["massive_share"] == diag["massive_share"]
