@@ -11,6 +11,7 @@ from emlens import _cli_export, _cli_train
 from emlens._cli_models import add_load_options
 from emlens._cli_models import load as _load  # the model of --model/--adapter/--device/...
 from emlens.core import data
+from emlens.core.ablation import warning
 from emlens.core.compare import cosine_per_layer, random_null
 from emlens.core.directions import (
     DirectionSet,
@@ -76,6 +77,8 @@ def cmd_compare(a: argparse.Namespace) -> None:
     print(f"{'layer':>5} {'cosine':>8}")
     for ly, c in zip(shared, cos.tolist()):
         print(f"{ly:>5} {c:>8.3f} {'*' if abs(c) > null.q95_abs else ''}")
+    for w in filter(None, (warning(d.provenance, str(f)) for d, f in ((x, a.a), (y, a.b)))):
+        print(w)
 
 
 def _parse_steer(spec: str, model):

@@ -14,6 +14,7 @@ from pathlib import Path
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core import data
+from emlens.core.ablation import warning
 from emlens.core.compare import (
     RandomNull,
     cosine_matrix,
@@ -127,6 +128,8 @@ def run_demo(
     cos = cosine_per_layer(em_dir, refusal).tolist()
     null = random_null(model.cfg.d_model)
     print_cosines(em_dir.layers, cos, null)
+    for w in filter(None, (warning(em_dir.provenance, "EM direction"),)):
+        print(w)
 
     questions = [q.paraphrases[0] for q in data.em_questions() if q.free_form][:n_questions]
     gens = generations(model, questions, conditions(em_dir, layer, steer_scale), max_new_tokens)

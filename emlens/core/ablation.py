@@ -25,7 +25,15 @@ from emlens.core.tokens import Row
 
 RESID_PRE = "blocks.{layer}.hook_resid_pre"
 
-__all__ = ["RESID_PRE", "WARN_SHARE", "clamp", "diagnostic", "reference_means", "reference_rows"]
+__all__ = [
+    "RESID_PRE",
+    "WARN_SHARE",
+    "clamp",
+    "diagnostic",
+    "reference_means",
+    "reference_rows",
+    "warning",
+]
 
 
 def reference_rows(tokenizer: object, texts: Sequence[str]) -> list[Row]:
@@ -190,3 +198,25 @@ def from_means(
         }
         out[layer]["warn"] = out[layer]["massive_share"] >= WARN_SHARE  # type: ignore[operator]
     return out
+
+
+def warning(provenance: dict[str, object], name: str = "direction") -> str | None:
+    """One line when ``provenance['ablation_diagnostic']`` flags a layer, else None.
+
+    Examples:
+        >>> warning(em_dir.provenance, "EM direction")
+    """
+    diag = provenance.get("ablation_diagnostic")
+    if not isinstance(diag, dict):
+        return None
+    bad = {ly: d for ly, d in diag.items() if d.get("warn")}
+    if not bad:
+        return None
+    ly, worst = max(bad.items(), key=lambda kv: kv[1]["massive_share"])
+    return (
+        f"warning: {name}: {worst['massive_share']:.0%} of its norm at layer {ly} lies in massive "
+        f"activation coordinates (>= {WARN_SHARE:.0%} in {len(bad)} layers); ordinary tokens "
+        f"project at {worst['mean_projection_ordinary']:+.2f}, the first position at "
+        f"{worst['mean_projection_first']:+.2f}: zero-ablation will steer; use "
+        "ablate(..., reference=reference_means(...), skip_first=True)"
+    )

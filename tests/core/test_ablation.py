@@ -115,6 +115,10 @@ def test_diagnostic_finds_a_planted_massive_coordinate(tiny):
     assert res["massive_coordinates"] == [5]
     assert res["massive_share"] == pytest.approx(0.2 / (1.04**0.5), abs=1e-3)
     assert res["warn"] is True
+    from emlens.core.ablation import warning
+
+    assert warning({"ablation_diagnostic": {"1": res}}, "d").startswith("warning: d: 20% of")
+    assert warning({"ablation_diagnostic": {"1": res | {"warn": False}}}) is None
     u = d / d.norm()
     streams = [_stream(model, [plant], text=t) for t in TEXTS]
     ordinary = torch.cat([s[1:] for s in streams]) @ u
