@@ -21,11 +21,13 @@ direction (organism minus base), which is the part the organisms learnt.
 
 Ablation: on the other ``--n-held-out`` general questions, the contrastive score (per-token
 log-prob of the misaligned answer minus the aligned one; higher = more misaligned) of base and
-organisms, and of each organism with the EM direction projected out: its own layer-L
-direction at every layer, its own direction layer by layer (layer l's at layer l), the other
-organism's (transfer), the base model's, and a random direction as control. Paired
-differences against the un-ablated organism with bootstrap intervals, the share of the
-fine-tune's shift removed, and the KL to the un-ablated organism on held-out answers (damage).
+organisms, and of each organism's direction ablated in the organism and in the base model
+alike: zero, to the reference mean and to the reference mean with the sink kept, single
+direction (layer L's at every layer) and layer by layer, with a norm-matched and an
+offset-matched random control (``_ablation_variants.py``; issue 10: zero-ablation steers on
+SmolLM2). Reported as the organism's change minus the base model's change, paired over
+questions with bootstrap intervals; per-question scores in ``per_question_scores.json``.
+Each organism trains from its own seed (``--seed`` + i).
 """
 
 from __future__ import annotations
