@@ -15,6 +15,7 @@ Being data, a spec can be saved, printed, or translated to another backend.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -28,6 +29,7 @@ from emlens.core._arch import writer_hooks
 from emlens.core.ablation import clamp
 from emlens.core.activations import RESID_POST, check_layers
 from emlens.core.direction_set import DirectionSet
+from emlens.core.finite import finite_guard
 
 HookFn = Callable[..., Tensor | None]  # TransformerLens calls fn(activation, hook=point)
 Hook = tuple[str, HookFn]
@@ -125,6 +127,8 @@ def steer(
         ...     logits = model(tokens)
     """
     layers = [layers] if isinstance(layers, int) else list(layers)
+    if not math.isfinite(scale):
+        raise ValueError(f"the steering scale must be a finite number, not {scale}")
     directions.check_nonzero(layers, "steer")
     vecs = torch.stack([directions.at(layer) for layer in layers])
     return Steer(vecs, tuple(layers), float(scale), positions, directions.hook)
@@ -287,6 +291,7 @@ def applied(
         >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
         ...     logits = model(tokens)
     """
-    hooks = hooks_for(model, interventions, prompt_len)
+    # a forward pass whose activations turn inf/NaN stops, naming the layer and scale
+    hooks = hooks_for(model, interventions, prompt_len) + finite_guard(model, interventions)
     with model.hooks(fwd_hooks=hooks):
         yield model
