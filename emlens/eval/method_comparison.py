@@ -44,7 +44,8 @@ class MethodComparison:
         cosine: ``"a vs b"`` -> cosine of the two methods' directions, per layer.
         auc: method -> held-out AUC per layer.
         details: method -> its parameters and own measures (e.g. the probe's
-            cross-validated ``held_out_accuracy``, PCA's ``explained_variance``).
+            cross-validated ``held_out_accuracy``, PCA's ``explained_variance``) and, per
+            layer, the ``top_coordinate`` of its direction with that coordinate's share.
         baseline: the unsteered contrastive score on the held-out questions.
         steering: one row per (layer, method): the matched ``norm``, the steered ``score`` and
             its ``shift`` from the baseline (mean and 95% interval, nats per token).
@@ -106,9 +107,21 @@ def method_cosines(directions: Mapping[str, DirectionSet]) -> dict[str, list[flo
     }
 
 
-def _own(provenance: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """A method's own parameters and measures: its provenance minus the data's."""
-    return {k: v for k, v in provenance.items() if k not in shared}
+def top_coordinates(ds: DirectionSet) -> dict[str, list[Any]]:
+    """Per layer, the coordinate holding most of the direction and its share of the squared
+    norm: near 1 means one coordinate (e.g. a massive activation) is the whole direction."""
+    share = ds.vectors.double() ** 2 / (ds.vectors.double() ** 2).sum(-1, keepdim=True)
+    top = share.max(-1)
+    return {
+        "top_coordinate": top.indices.tolist(),
+        "top_coordinate_share": [round(x, 4) for x in top.values.tolist()],
+    }
+
+
+def _own(ds: DirectionSet, shared: dict[str, Any]) -> dict[str, Any]:
+    """A method's own parameters and measures (its provenance minus the data's), and where
+    its directions point."""
+    return {k: v for k, v in ds.provenance.items() if k not in shared} | top_coordinates(ds)
 
 
 def _estimate(x: torch.Tensor) -> dict[str, Any]:
@@ -219,7 +232,7 @@ def compare_methods(
         held_out=[p.id for p in held_pairs],
         cosine=method_cosines(directions),
         auc={name: held_out_auc(scored, ds) for name, ds in directions.items()},
-        details={n: _own(ds.provenance, contrast.provenance) for n, ds in directions.items()},
+        details={n: _own(ds, contrast.provenance) for n, ds in directions.items()},
         baseline=baseline,
         steering=rows,
     )

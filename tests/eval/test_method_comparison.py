@@ -15,6 +15,7 @@ from emlens.eval.method_comparison import (
     random_directions,
     split_by_question,
     steering_effects,
+    top_coordinates,
 )
 from emlens.eval.metrics import contrastive_scores
 
@@ -68,6 +69,12 @@ def test_steering_effects_steer_at_the_matched_norm(tiny):
     )
 
 
+def test_top_coordinates_name_the_dominant_coordinate_and_its_share():
+    v = torch.tensor([[3.0, 0.0, 4.0], [0.0, -2.0, 0.0]])
+    top = top_coordinates(DirectionSet(v, [0, 1]))
+    assert top == {"top_coordinate": [2, 1], "top_coordinate_share": [0.64, 1.0]}
+
+
 def test_random_directions_are_seeded_unit_vectors():
     like = DirectionSet(torch.randn(2, 16), [3, 4])
     r = random_directions(like, seed=1)
@@ -83,6 +90,7 @@ def test_compare_methods_on_a_tiny_model(tiny):
     assert sorted(r.auc) == ["logistic_probe", "mean_difference", "pca_centred", "pca_uncentred"]
     assert all(len(v) == 2 and all(0 <= x <= 1 for x in v) for v in r.auc.values())
     assert len(r.cosine) == 6 and r.details["logistic_probe"]["folds"] == 5
+    assert len(r.details["pca_centred"]["top_coordinate"]) == 2
     assert len(r.details["logistic_probe"]["held_out_accuracy"]) == 2
     assert [row["method"] for row in r.steering][-1] == "random" and len(r.steering) == 5
     assert len({row["norm"] for row in r.steering}) == 1  # every direction at the same norm
