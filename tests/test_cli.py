@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -64,15 +65,22 @@ def test_directions_compare_generate(tmp_path, capsys):
     assert line["question"] == "Hi?"
 
 
-def test_cli_errors_are_clear(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="FILE:LAYERS:SCALE"):
-        main(["generate", "--model", "tiny-llama", "--question", "Hi", "--steer", "nofile"])
+def fails(capsys, argv, match):
+    """``emlens argv`` exits with status 2 and one line on stderr matching ``match``."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        main(["compare", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")])
-    assert e.value.code == 2
-    assert "no direction file" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="both --misaligned and --aligned"):
-        main(["directions", "em", "--model", "tiny-llama", "--misaligned", "x", "--out", "y"])
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(match, err), err
+    return err
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    fails(capsys, ["generate", "--question", "Hi", "--steer", "nofile"], "FILE:LAYERS:SCALE")
+    fails(capsys, ["compare", str(tmp_path / "a.st"), str(tmp_path / "b.st")], "no direction file")
+    both = "both chat JSONL files, or neither"
+    fails(capsys, ["directions", "em", "--misaligned", "x", "--out", str(tmp_path / "y")], both)
 
 
 def test_evaluate_and_serve_commands(tmp_path, capsys):
@@ -95,8 +103,7 @@ def test_evaluate_and_serve_commands(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "overall: EM" in out and (tmp_path / "em.csv").exists()
-    with pytest.raises(SystemExit, match="--judge-model"):
-        main(["evaluate", "--model", "tiny-llama", "--judge", "http://127.0.0.1:1/v1"])
+    fails(capsys, ["evaluate", "--judge", "http://127.0.0.1:1/v1"], "--judge-model")
     t = threading.Thread(
         target=main, args=(["serve", "--model", "tiny-llama", "--port", "18731"],), daemon=True
     )

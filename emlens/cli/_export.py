@@ -11,28 +11,27 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
-ModelArgs = Callable[[argparse.ArgumentParser], None]
+from emlens.cli._checks import interventions, out_folder
+from emlens.cli._models import intervention_args, load, model_args
 
 
-def add_parser(sub: Any, model_args: ModelArgs) -> None:
+def add_parsers(sub: Any) -> None:
     """Register ``emlens export``."""
     x = sub.add_parser("export", help="write a steered or ablated model as a plain HF folder")
     model_args(x)
-    x.add_argument("--steer", action="append", default=[], help="FILE:LAYERS:SCALE")
-    x.add_argument("--ablate", action="append", default=[], help="FILE:LAYER (every layer)")
+    intervention_args(x)  # --ablate FILE:LAYER: that layer's direction at every layer
     x.add_argument("--out", required=True, help="the folder to write")
     x.set_defaults(fn=cmd_export)
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from emlens.cli import _interventions, _load
     from emlens.core.export import export_hf
 
     if not a.steer and not a.ablate:
         raise ValueError("give --steer FILE:LAYERS:SCALE or --ablate FILE:LAYER to export")
-    model = _load(a)
-    out = export_hf(model, _interventions(a, model), a.out)
+    out_folder(a.out)
+    model = load(a)
+    out = export_hf(model, interventions(a, model), a.out)
     print(f"wrote {out}: loads in stock transformers; serve it with `vllm serve {out}`")

@@ -14,6 +14,25 @@ from typing import Any
 
 import torch
 
+from emlens.cli._checks import ablate_spec, device, steer_spec
+
+
+def model_args(s: argparse.ArgumentParser) -> None:
+    """Add ``--model``, ``--adapter``, ``--device``, ``--dtype`` and the load options below."""
+    s.add_argument("--model", default="smollm2", help="smollm2, tiny-llama, a folder, a hub name")
+    s.add_argument("--adapter", help="a peft LoRA adapter to merge: a folder or hub id")
+    s.add_argument("--device", type=device, help="cpu (default), cuda, cuda:1, or auto")
+    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default float32")
+    add_load_options(s)
+
+
+def intervention_args(s: argparse.ArgumentParser) -> None:
+    """Add ``--steer FILE:LAYERS:SCALE`` and ``--ablate FILE:LAYER`` (files read when parsed)."""
+    s.add_argument(
+        "--steer", action="append", default=[], type=steer_spec, help="FILE:LAYERS:SCALE"
+    )
+    s.add_argument("--ablate", action="append", default=[], type=ablate_spec, help="FILE:LAYER")
+
 
 def add_load_options(s: argparse.ArgumentParser) -> None:
     """Add ``--revision``, ``--adapter-revision``, ``--attn-implementation``, ``--quantize``

@@ -14,22 +14,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from emlens._cli_models import dtype_of, load_options
+from emlens.cli._checks import BadValue, input_file, layers, out_folder
+from emlens.cli._models import dtype_of, load_options, model_args
 from emlens.organisms.config import TrainConfig
-
-ModelArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _ints(s: str) -> tuple[int, ...]:
-    from emlens.cli import _layers
+    return tuple(layers(s))
 
-    return tuple(_layers(s) or ())
+
+def _keep(s: str) -> int | None:
+    if s == "all":
+        return None
+    if not s.isdigit():
+        raise BadValue(f"expected a whole number >= 0 or 'all', not {s!r}")
+    return int(s)
 
 
 def _field_type(annotation: str) -> dict[str, Any]:
@@ -43,7 +47,7 @@ def _field_type(annotation: str) -> dict[str, Any]:
     return {"type": float if "float" in annotation else int, "metavar": "X"}
 
 
-def add_parser(sub: Any, model_args: ModelArgs) -> None:
+def add_parsers(sub: Any) -> None:
     """Register ``emlens train``."""
     t = sub.add_parser("train", help="fine-tune an organism (rank-1 LoRA by default)")
     t.add_argument("data", help="chat JSONL (the papers' messages format)")
@@ -52,7 +56,9 @@ def add_parser(sub: Any, model_args: ModelArgs) -> None:
     t.add_argument("--config", help="YAML or JSON file of TrainConfig fields")
     t.add_argument("--trainer", choices=["emlens", "trl"], default="emlens")
     t.add_argument("--save-every", type=int, default=5)
-    t.add_argument("--keep-optimizer", default="1", help="newest checkpoints with it, or all")
+    t.add_argument(
+        "--keep-optimizer", type=_keep, default=1, help="newest checkpoints with it, or all"
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--held-out", help="chat JSONL scored during training (emlens trainer)")
     t.add_argument("--eval-every", type=int, help="score --held-out every N steps")
@@ -82,10 +88,18 @@ def cmd_train(a: argparse.Namespace) -> None:
     from emlens.core.data import read_chat_jsonl
     from emlens.core.models import load_hf
 
-    config = train_config(a)
-    keep = None if a.keep_optimizer == "all" else int(a.keep_optimizer)
+    config = train_config(a)  # the config, the data and --out checked before the model loads
+    input_file(a.data, "data")
+    read_chat_jsonl(a.data)
+    held = read_chat_jsonl(a.held_out) if a.held_out else None
+    if not a.resume:
+        out_folder(a.out)
     pair = load_hf(a.model, a.adapter, device=a.device, dtype=dtype_of(a), **load_options(a))
-    kw: dict[str, Any] = {"save_every": a.save_every, "keep_optimizer": keep, "resume": a.resume}
+    kw: dict[str, Any] = {
+        "save_every": a.save_every,
+        "keep_optimizer": a.keep_optimizer,
+        "resume": a.resume,
+    }
     if a.trainer == "trl":
         if a.held_out or a.stop_at or a.eval_every:
             raise ValueError("--held-out, --eval-every and --stop-at are the emlens trainer's")
@@ -96,7 +110,6 @@ def cmd_train(a: argparse.Namespace) -> None:
     else:
         from emlens.organisms.training import train
 
-        held = read_chat_jsonl(a.held_out) if a.held_out else None
         res = train(
             pair, a.data, a.out, config, held, eval_every=a.eval_every, stop_at=a.stop_at, **kw
         )

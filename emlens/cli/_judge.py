@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any
 
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.cli._checks import input_file, layers, out_file
+from emlens.cli._models import load, model_args
 from emlens.core.data import Question
 from emlens.eval.judged import read_judged
-
-ModelArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _reader(
@@ -37,18 +36,18 @@ def _reader(
 def _split_layer_sets(s: str | None) -> list[list[int]] | None:
     if not s:
         return None
-    from emlens.cli import _layers
-
-    return [_layers(part) or [] for part in s.split(";")]
+    return [layers(part) for part in s.split(";")]
 
 
 def cmd_fit(a: argparse.Namespace) -> None:
-    from emlens.cli import _load
     from emlens.core.models import model_name
     from emlens.eval.judge_validation import fit_on, leave_group_out, summary
     from emlens.eval.probe_eval import labelled_organism
 
-    model = _load(a)
+    out_file(a.out)
+    for path in a.csv:
+        input_file(path, "judge fit")
+    model = load(a)
     have = list(range(model.cfg.n_layers))
     orgs = [labelled_organism(model, read_judged(p), have, a.cache) for p in a.csv]
     kw: dict[str, Any] = {}
@@ -78,6 +77,8 @@ def cmd_rate(a: argparse.Namespace) -> None:
     from emlens.eval.probe_judge import ProbeJudge
 
     judge = ProbeJudge.load(a.probe)
+    for path in a.csv:
+        input_file(path, "judge rate")
     reader = _reader(a, judge, None)
     for path in a.csv:
         judged = read_judged(path)
@@ -115,13 +116,6 @@ def evaluate_with_probe(
         )
 
 
-def judged_direction(a: argparse.Namespace, model: TransformerBridge, layers: Any) -> Any:
-    """``emlens directions em --judged FILE.csv``: the papers' direction from judged answers."""
-    from emlens.eval.judged import em_direction_from_judged
-
-    return em_direction_from_judged(model, read_judged(a.judged), layers=layers)
-
-
 def cmd_fetch_reference(a: argparse.Namespace) -> None:
     from emlens.eval.reference import fetch_reference
 
@@ -129,7 +123,7 @@ def cmd_fetch_reference(a: argparse.Namespace) -> None:
     print(f"{len(paths)} reference files in {a.dest}, each matching its pinned SHA-256")
 
 
-def add_parser(sub: Any, model_args: ModelArgs) -> None:
+def add_parsers(sub: Any) -> None:
     """Register ``emlens judge fit``, ``emlens judge rate`` and ``emlens fetch-reference``."""
     fr = sub.add_parser("fetch-reference", help="the EM papers' judged answers, SHA-256 checked")
     fr.add_argument("dest", help="folder to fill (responses/ and the papers' data files)")

@@ -1,0 +1,92 @@
+"""``emlens evaluate``: the EM rate and coherence under the papers' judge, resumable.
+
+Before any model loads: ``--out``'s folder is writable, the questions are read, and an HTTP
+judge answers one test request. With ``--out``, progress is kept in ``OUT.progress.jsonl``
+(each question's answers and scores as they complete), so a killed run resumes where it
+stopped; the file is deleted once the CSV is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from emlens.cli._checks import input_file, interventions, out_file
+from emlens.cli._generate import questions_of, sampling_args
+from emlens.cli._models import intervention_args, load, model_args
+
+
+def _judge_before_the_model(a: argparse.Namespace) -> Any:
+    """An HTTP judge, checked with one request (None: the judge needs the model)."""
+    from emlens.eval.judge import make_judge
+
+    if a.judge.startswith("probe:"):
+        spec = a.judge.removeprefix("probe:")
+        if spec != "default":
+            input_file(spec, "--judge probe:")
+        return None
+    if a.judge == "local" or a.judge.startswith("local:"):
+        return None
+    try:
+        judge = make_judge(a.judge, a.judge_model)
+    except ValueError as e:
+        raise ValueError(f"--judge/--judge-model: {e}") from None
+    judge.check()  # type: ignore[attr-defined]  # an HTTPJudge: fail now, not after generating
+    return judge
+
+
+def _print(res: Any) -> None:
+    for qid, r in res.per_question().items():
+        print(f"{qid:<28} EM {r['em']}  coherent {r['coherent']}")
+    print(
+        f"overall: EM {res.em_rate}, coherent {res.coherence_rate}, "
+        f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)}"
+    )
+    if res.n_scored:
+        print(f"EM over questions (cluster bootstrap): {res.em_rate_by_question()}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from emlens.eval.em_rate import evaluate_em
+    from emlens.eval.judge import make_judge
+
+    out_file(a.out)
+    questions = questions_of(a)
+    judge = _judge_before_the_model(a)
+    model = load(a)
+    ivs = interventions(a, model)
+    if a.judge.startswith("probe:"):
+        from emlens.cli._judge import evaluate_with_probe
+
+        evaluate_with_probe(a, model, questions, ivs)
+        return
+    judge = judge or make_judge(a.judge, a.judge_model, model)  # local judges
+    journal = Path(f"{a.out}.progress.jsonl") if a.out else None  # resumes a killed run
+    if journal and journal.is_file():
+        done = journal.read_bytes().count(b"\n") - 1
+        print(f"resuming from {journal} ({done} finished steps)", file=sys.stderr)
+    res = evaluate_em(
+        model, questions, judge, ivs, n=a.n, temperature=a.temperature,
+        max_new_tokens=a.max_new_tokens, free_form_only=not a.all_questions, seed=a.seed,
+        journal=journal,
+    )  # fmt: skip
+    if a.out and journal:
+        res.to_csv(a.out)
+        journal.unlink()  # the result is saved: nothing left to resume
+    _print(res)
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``emlens evaluate``."""
+    e = sub.add_parser("evaluate", help="EM rate and coherence under the papers' judge")
+    model_args(e)
+    intervention_args(e)
+    e.add_argument("--questions", help="question YAML (default: emlens's EM questions)")
+    e.add_argument("--all-questions", action="store_true", help="include _json/_template ids")
+    e.add_argument("--judge", default="local", help="local, local:SPEC, a URL, or probe:FILE")
+    e.add_argument("--judge-model", help="judge model name at the URL")
+    sampling_args(e, 50, 128, 1.0)
+    e.add_argument("--out", help="CSV of every sample with its scores (resumable)")
+    e.set_defaults(fn=cmd_evaluate)
