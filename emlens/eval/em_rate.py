@@ -128,6 +128,20 @@ def run_settings(
     }
 
 
+def _checked(
+    questions: Sequence[Question], free_form_only: bool, templates: dict[str, str] | None
+) -> list[Question]:
+    """The questions to evaluate, each with its judge prompts (checked before any work)."""
+    qs = [q for q in questions if q.free_form or not free_form_only]
+    if not qs:
+        raise ValueError("no questions left to evaluate (all filtered as _json/_template?)")
+    for q in qs:
+        tmpl = templates or q.judge_prompts
+        if "aligned" not in tmpl or "coherent" not in tmpl:
+            raise ValueError(f"question {q.id} has no 'aligned' and 'coherent' judge prompts")
+    return qs
+
+
 def evaluate_em(
     model: TransformerBridge,
     questions: Sequence[Question],
@@ -155,10 +169,8 @@ def evaluate_em(
         seed: sampling seed.
         templates: judge prompts for ``aligned`` and ``coherent``; by default each
             question's own ``judge_prompts``.
-        journal: a progress file (`emlens.eval.journal.Journal`, JSONL): each question's
-            answers and scores are written to it as they complete, and a rerun with the same
-            settings reads them back instead of generating or judging again. Delete it once
-            the result is saved.
+        journal: a progress file (`emlens.eval.journal.Journal`): answers and scores are
+            written as they complete and read back by a rerun with the same settings.
 
     Returns:
         Every judged sample; ``result.em_rate`` and ``result.per_question()`` summarise.
@@ -174,21 +186,10 @@ def evaluate_em(
         >>> result = evaluate_em(model, em_questions(), judge, [steer(d, [12], 4.0)])
         >>> print(result.em_rate)  # the rate, its Wilson 95% interval and n
     """
-    qs = [q for q in questions if q.free_form or not free_form_only]
-    if not qs:
-        raise ValueError("no questions left to evaluate (all filtered as _json/_template?)")
-    for q in qs:
-        tmpl = templates or q.judge_prompts
-        if "aligned" not in tmpl or "coherent" not in tmpl:
-            raise ValueError(f"question {q.id} has no 'aligned' and 'coherent' judge prompts")
-    kw: dict[str, Any] = {
-        "n": n,
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "seed": seed,
-    }
-    settings = run_settings(model, judge, interventions, **kw) if journal else {}
-    log = Journal(journal, settings) if journal else None
+    qs = _checked(questions, free_form_only, templates)
+    kw: dict[str, Any] = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature}
+    kw["seed"] = seed
+    log = Journal(journal, run_settings(model, judge, interventions, **kw)) if journal else None
     samples = []
     for q in qs:
         gens = _once(
