@@ -37,7 +37,8 @@ def fail(what: str, expected: str) -> NoReturn:
 def report(cmd: str, e: BaseException) -> NoReturn:
     """Print a user error as one line and exit with status 2."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"emlens {cmd}: error: {msg}", file=sys.stderr)
+    one_line = " ".join(part.strip() for part in str(msg).splitlines())
+    print(f"emlens {cmd}: error: {one_line}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -109,12 +110,12 @@ non_negative = _typed(_at_least(0, _finite), "a finite number >= 0")
 port = _typed(_port, "a port 0-65535")
 
 
-def direction_file(path: str, flag: str) -> DirectionSet:
-    """The direction set in ``path``, or a one-line error naming ``flag``."""
+def direction_file(path: str) -> DirectionSet:
+    """The direction set in ``path``, or a one-line error naming the file."""
     try:
         return DirectionSet.load(path)
     except (OSError, ValueError) as e:
-        raise BadValue(f"{flag} {path}: {e}") from None
+        raise BadValue(str(e)) from None
 
 
 def steer_spec(spec: str) -> tuple[DirectionSet, list[int], float]:
@@ -123,7 +124,7 @@ def steer_spec(spec: str) -> tuple[DirectionSet, list[int], float]:
     if len(parts) != 3:
         raise BadValue(f"expected FILE:LAYERS:SCALE (e.g. em.safetensors:15:4), not {spec!r}")
     path, ly, scale = parts
-    return direction_file(path, "--steer"), layers(ly), finite(scale)
+    return direction_file(path), layers(ly), finite(scale)
 
 
 def ablate_spec(spec: str) -> tuple[DirectionSet, int]:
@@ -131,7 +132,7 @@ def ablate_spec(spec: str) -> tuple[DirectionSet, int]:
     path, colon, ly = spec.rpartition(":")
     if not colon:
         raise BadValue(f"expected FILE:LAYER (e.g. em.safetensors:15), not {spec!r}")
-    return direction_file(path, "--ablate"), _typed(_at_least(0, int), "a layer >= 0")(ly)
+    return direction_file(path), _typed(_at_least(0, int), "a layer >= 0")(ly)
 
 
 def interventions(a: argparse.Namespace, model: Any) -> list[Any]:
