@@ -16,7 +16,7 @@ from typing import Any
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.cli._checks import input_file, layers, out_file
+from emlens.cli._checks import finite, input_file, layers, out_file
 from emlens.cli._models import load, model_args
 from emlens.core.data import Question
 from emlens.eval.judged import read_judged
@@ -33,10 +33,12 @@ def _reader(
     return load_model(judge.model, device=a.device)
 
 
-def _split_layer_sets(s: str | None) -> list[list[int]] | None:
-    if not s:
-        return None
+def _layer_sets(s: str) -> list[list[int]]:
     return [layers(part) for part in s.split(";")]
+
+
+def _cs(s: str) -> list[float]:
+    return [finite(c) for c in s.split(",")]
 
 
 def cmd_fit(a: argparse.Namespace) -> None:
@@ -47,14 +49,11 @@ def cmd_fit(a: argparse.Namespace) -> None:
     out_file(a.out)
     for path in a.csv:
         input_file(path, "judge fit")
+    judged = [read_judged(p) for p in a.csv]  # read (and checked) before the model loads
+    kw = {k: v for k, v in (("layer_sets", a.layer_sets), ("cs", a.cs)) if v}
     model = load(a)
     have = list(range(model.cfg.n_layers))
-    orgs = [labelled_organism(model, read_judged(p), have, a.cache) for p in a.csv]
-    kw: dict[str, Any] = {}
-    if a.layer_sets:
-        kw["layer_sets"] = _split_layer_sets(a.layer_sets)
-    if a.cs:
-        kw["cs"] = [float(c) for c in a.cs.split(",")]
+    orgs = [labelled_organism(model, j, have, a.cache) for j in judged]
 
     def fit(train: Any) -> Any:
         return fit_on(train, model_name(model), by=a.by, **kw)
@@ -141,8 +140,12 @@ def add_parsers(sub: Any) -> None:
         choices=["name", "base_model", "domain"],
         help="validation groups for the layers and C (default: one file)",
     )
-    f.add_argument("--layer-sets", help="candidates, e.g. '15;18;15,18,21' (default: built in)")
-    f.add_argument("--cs", help="candidate C values, e.g. 0.001,0.01,0.1")
+    f.add_argument(
+        "--layer-sets",
+        type=_layer_sets,
+        help="candidates, e.g. '15;18;15,18,21' (default: built in)",
+    )
+    f.add_argument("--cs", type=_cs, help="candidate C values, e.g. 0.001,0.01,0.1")
     f.add_argument("--cache", help="folder to cache the answers' features in")
     f.add_argument(
         "--validate",
