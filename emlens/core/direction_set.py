@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core._files import write_atomic
+from emlens.core._atomic import write_atomic
 from emlens.core.activations import RESID_POST
 
 # Provenance an arithmetic result keeps where its operands agree (``check_model`` reads it).

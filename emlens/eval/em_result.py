@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from emlens.core._files import write_atomic
+from emlens.core._atomic import write_atomic
 from emlens.eval.stats import Estimate, Rate, cluster_mean
 
 ALIGNED_BELOW = 30

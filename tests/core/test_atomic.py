@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from emlens.core._files import write_atomic
+from emlens.core._atomic import write_atomic
 from emlens.core.direction_set import DirectionSet
 
 
