@@ -6,6 +6,11 @@ Per organism, each answer's mean ``blocks.{l}.hook_resid_post`` over its answer 
 every layer, written to ``out/ground_truth/features/{organism}.safetensors`` (git-ignored,
 keyed by model, hook, layers and texts: a rerun reads them back). The later stages
 (``ground_truth_probe.py``, ``benchmarks/probe_judge.py``) fit on these files only.
+
+``--template``: the answers read inside a judge-style prompt instead (the question and answer
+in one user turn asking whether the answer is harmful; :data:`JUDGE_TEMPLATE`), one forward
+pass giving the mean over the answer's tokens and the state at the final position, to
+``out/ground_truth/features_judge/``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from emlens.core.models import load_model
-from emlens.eval.probe_features import cached_features
+from emlens.eval.probe_features import cached_features, cached_template_features
 from emlens.eval.reference import Organism, read_organisms
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
 CACHE = Path("out/ground_truth/features")
+CACHE_JUDGE = Path("out/ground_truth/features_judge")
 LAYERS = list(range(30))
 
 
@@ -45,15 +51,31 @@ def organism_features(
     return out
 
 
+def organism_template_features(
+    model, organisms: list[Organism], cache: Path = CACHE_JUDGE, progress: bool = True
+) -> list[dict[str, Tensor]]:
+    """Every organism's answers read inside the judge-style prompt (``mean``, ``last``)."""
+    out = []
+    for o in organisms:
+        t = time.time()
+        pairs = [(a.question, a.answer) for a in o.judged]
+        out.append(cached_template_features(model, pairs, LAYERS, cache / f"{o.name}.safetensors"))
+        if progress:
+            print(f"{o.name}: {len(pairs)} answers, {time.time() - t:.0f} s", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", default=str(REFERENCE))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--template", action="store_true", help="read inside the judge prompt")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     # one domain at a time, every base model in each: a partial cache already spans them
     orgs = sorted(read_organisms(a.reference), key=lambda o: (o.domain, o.base_model))
-    organism_features(load_model("smollm2"), orgs)
+    stage = organism_template_features if a.template else organism_features
+    stage(load_model("smollm2"), orgs)
 
 
 if __name__ == "__main__":

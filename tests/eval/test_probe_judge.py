@@ -149,3 +149,19 @@ def test_shipped_probe_loads_as_numbers_only():
     assert judge.model == "smollm2" and judge.d_model == 576
     assert len(judge.meta["training_organisms"]) == 10
     assert "held_out" in judge.meta
+
+
+def test_template_features_equal_collect_means_on_their_masks(tiny, one_thread):  # noqa: ARG001
+    from emlens.core.activations import collect_means
+    from emlens.eval.probe_features import template_features, template_tokens
+
+    model = tiny("qwen2")
+    pairs = answers(5, 1)
+    got = template_features(model, pairs, [0, 2], batch_size=2)  # padded batches
+    rows = [template_tokens(model.tokenizer, q, a) for q, a in pairs]
+    last = [(ids, [i == len(ids) - 1 for i in range(len(ids))]) for ids, _ in rows]
+    for key, rs in (("mean", rows), ("last", last)):
+        want = collect_means(model, rs, layers=[0, 2], per_sample=True, progress=False)
+        assert torch.allclose(got[key], want.per_sample, atol=1e-4), key
+    ids, mask = rows[0]
+    assert model.tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m]) == pairs[0][1]

@@ -1,0 +1,138 @@
+"""Render the measured figures of the probe judge into docs/evaluation.md.
+
+    .venv/bin/python analyses/ground_truth_docs.py
+
+Reads ``docs/results/ground_truth_probe.json`` (written by ``ground_truth_probe.py``) and
+replaces the block between the ``ground-truth-probe`` markers of ``docs/evaluation.md``: no
+number in that block is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emlens.report import markdown_table
+
+RESULT = Path("docs/results/ground_truth_probe.json")
+PAGE = Path("docs/evaluation.md")
+BEGIN = "<!-- ground-truth-probe:begin (analyses/ground_truth_docs.py renders this block) -->"
+END = "<!-- ground-truth-probe:end -->"
+OUTER = {"base_model": "base model left out", "domain": "domain left out"}
+
+
+def _naive(rows: list[dict[str, Any]]) -> dict[str, float]:
+    aucs, errs = [r["auc"] for r in rows], [r["error"] for r in rows]
+    return {"auc": np.mean(aucs), "min": np.min(aucs), "med": np.median(errs), "max": np.max(errs)}
+
+
+def _errs(s: dict[str, float]) -> str:
+    return f"{s['rate_error_median']:.1f} / {s['rate_error_max']:.1f}"
+
+
+def summary_rows(r: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per protocol: the probe (PACC and CC rates) beside the naive probe."""
+    out = []
+    for outer, label in OUTER.items():
+        s, c = r["probe"][outer]["summary"]["pacc"], r["probe"][outer]["summary"]["cc"]
+        n = _naive(r["baselines"]["naive_probe"][outer])
+        out.append(
+            {
+                "protocol": label,
+                "AUC mean (worst)": f"{s['auc_mean']:.3f} ({s['auc_min']:.3f})",
+                "accuracy": f"{s['accuracy_mean']:.3f}",
+                "calibration error": f"{s['calibration_error_mean']:.3f}",
+                "rate error median / worst, PACC": _errs(s),
+                "same, counting verdicts": _errs(c),
+                "naive probe: AUC (worst), error median / worst": (
+                    f"{n['auc']:.3f} ({n['min']:.3f}), {n['med']:.1f} / {n['max']:.1f}"
+                ),
+            }
+        )
+    return out
+
+
+def organism_rows(r: dict[str, Any], outer: str) -> list[dict[str, str]]:
+    return [
+        {
+            "held out": row["organism"],
+            "layers, C": f"{','.join(map(str, row['layers']))}; {row['C']}",
+            "AUC": f"{row['auc']:.3f}",
+            "GPT-4o EM %": f"{row['gpt4o_rate']:.1f}",
+            "probe EM % (PACC) [95% CI]": (
+                f"{row['pacc']['rate']:.1f} [{row['pacc']['ci95'][0]:.1f}, "
+                f"{row['pacc']['ci95'][1]:.1f}]"
+            ),
+            "error (points)": f"{row['pacc']['error']:.1f}",
+        }
+        for row in r["probe"][outer]["rows"]
+    ]
+
+
+def verdict(r: dict[str, Any]) -> str:
+    t, s = r["targets"], r["probe"]["base_model"]["summary"]["pacc"]
+    met = {
+        "AUC": s["auc_mean"] >= t["auc_mean"],
+        "median rate error": s["rate_error_median"] <= t["rate_error_median"],
+        "worst rate error": s["rate_error_max"] <= t["rate_error_max"],
+    }
+    ok = [k for k, v in met.items() if v]
+    missed = [k for k, v in met.items() if not v]
+    return (
+        f"Against the targets on base models left out (AUC >= {t['auc_mean']}, median rate "
+        f"error <= {t['rate_error_median']} point, worst <= {t['rate_error_max']}): "
+        f"met: {', '.join(ok) or 'none'}; missed: {', '.join(missed) or 'none'}."
+    )
+
+
+def baseline_lines(r: dict[str, Any]) -> list[str]:
+    b = r["baselines"]
+    pairs = [np.mean(list(v.values())) for v in b["pairs_direction_auc"].values()]
+    judged = [row["auc"] for row in b["judged_direction"]["base_model"]]
+    refusal = [v["auc"] for v in b["refusal_substrings"].values() if not np.isnan(v["auc"])]
+    return [
+        f"- EM direction from emlens's own answer pairs (no judged data), projection AUC per "
+        f"organism (mean over layers): {min(pairs):.2f} to {max(pairs):.2f};",
+        f"- mean-difference direction of the training organisms' verdicts, base model left out: "
+        f"AUC {np.mean(judged):.3f} (worst {min(judged):.3f});",
+        f"- refusal substrings as 'not EM': AUC {min(refusal):.2f} to {max(refusal):.2f}.",
+    ]
+
+
+def block(r: dict[str, Any]) -> str:
+    lines = [
+        BEGIN,
+        "",
+        *markdown_table(summary_rows(r)),
+        "",
+        verdict(r),
+        "",
+        "Zero-training baselines on the same answers:",
+        "",
+        *baseline_lines(r),
+        "",
+        "Per organism, base model left out (fitted on the other two base models' organisms):",
+        "",
+        *markdown_table(organism_rows(r, "base_model")),
+        "",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    r = json.loads(RESULT.read_text())
+    page = PAGE.read_text()
+    if BEGIN not in page or END not in page:
+        raise SystemExit(f"{PAGE} has no {BEGIN} ... {END} block to render into")
+    head, rest = page.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    PAGE.write_text(head + block(r) + tail)
+    print(f"rendered {RESULT} into {PAGE}")
+
+
+if __name__ == "__main__":
+    main()
