@@ -30,7 +30,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from emlens.core.activations import RESID_POST
 from emlens.core.data import Conversation
 from emlens.core.directions import DirectionSet, em_direction
-from emlens.eval.em_rate import EMResult, JudgedSample, is_em
+from emlens.eval.em_result import EMResult, JudgedSample, is_em
 
 CORE = ("question_id", "question", "answer", "aligned", "coherent")
 DERIVED = ("em", "coherent_ok")  # recomputed from the scores, never trusted from a file
