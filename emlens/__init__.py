@@ -1,53 +1,71 @@
-"""emlens: mechanistic interpretability of Emergent Misalignment."""
+"""emlens: mechanistic interpretability of Emergent Misalignment.
 
-from emlens.core.activations import RESID_POST, ActivationSummary, collect_means
-from emlens.core.compare import cosine_matrix, cosine_per_layer, random_like, random_null
-from emlens.core.data import (
+The top level is the researcher's vocabulary, the names a notebook uses (``import emlens as
+eml``). Everything else is reachable from its subpackage, each with its own ``__all__``:
+
+- ``emlens.core``: models, tokens, activations, directions, interventions, generation;
+- ``emlens.eval``: the papers' judge, EM rate, log-prob metrics, statistics, sweeps, serving;
+- ``emlens.organisms``: fine-tuning runs, adapters and trajectories, LoRA probes, elasticity.
+"""
+
+from emlens.core import (
+    RESID_POST,
+    Ablate,
     Conversation,
+    DirectionSet,
     QAPair,
     Question,
+    Sample,
+    Steer,
+    ablate,
+    answer_tokens,
+    applied,
+    chat_prompt,
+    collect_means,
+    cosine_matrix,
+    cosine_per_layer,
     data_path,
-    em_questions,
-    general_questions,
-    harmful_instructions,
-    harmless_instructions,
-    read_chat_jsonl,
-    read_questions,
-)
-from emlens.core.directions import (
-    DirectionSet,
     em_direction,
     em_direction_from_pairs,
+    em_questions,
+    export_control_vector,
+    general_questions,
+    generate,
+    harmful_instructions,
+    harmless_instructions,
+    load_control_vector,
+    load_model,
     mean_diff,
+    orthogonalize,
+    post_instruction_tokens,
+    random_like,
+    random_null,
+    read_chat_jsonl,
+    read_questions,
     refusal_direction,
+    save_hf,
+    steer,
+    tiny_hf,
 )
-from emlens.core.generation import Sample, generate
-from emlens.core.interventions import Ablate, Steer, ablate, applied, steer
-from emlens.core.models import load_model, save_hf
-from emlens.core.orthogonalization import orthogonalize
-from emlens.core.tiny import tiny_hf
-from emlens.core.tokens import answer_tokens, chat_prompt, post_instruction_tokens
-from emlens.eval.em_rate import evaluate_em, is_em
-from emlens.eval.http_judge import HTTPJudge
-from emlens.eval.judge import aggregate
-from emlens.eval.local_judge import LocalJudge
-from emlens.eval.metrics import (
+from emlens.eval import (
+    EMResult,
+    HTTPJudge,
+    LocalJudge,
     contrastive_score,
+    contrastive_scores,
     cross_entropy,
+    evaluate_em,
+    is_em,
     kl_divergence,
+    make_judge,
     refusal_logodds,
     refusal_rate,
+    steering_sweep,
 )
+from emlens.eval.judged import em_direction_from_judged, read_judged
+from emlens.eval.probe_judge import ProbeJudge
 from emlens.organisms import (
-    LoraAdapter,
-    LoraScalars,
-    LoraTrajectory,
-    PhaseChange,
-    ProbeResult,
     TrainConfig,
-    TrainResult,
-    answer_labels,
-    answer_loss,
     comp_score,
     fit_probe,
     held_out_loss,
@@ -55,12 +73,13 @@ from emlens.organisms import (
     load_unmerged,
     local_cosine,
     lora_scalars,
-    lora_scaled,
     over_checkpoints,
     phase_change,
     probe_lora_scalars,
     read_adapter,
+    rebound,
     remove_direction,
+    resistance,
     scale_adapters,
     train,
     trajectory_pca,
@@ -69,40 +88,35 @@ from emlens.organisms import (
 __all__ = [
     "RESID_POST",
     "Ablate",
-    "ActivationSummary",
     "Conversation",
     "DirectionSet",
+    "EMResult",
     "HTTPJudge",
     "LocalJudge",
-    "LoraAdapter",
-    "LoraScalars",
-    "LoraTrajectory",
-    "PhaseChange",
-    "ProbeResult",
+    "ProbeJudge",
     "QAPair",
     "Question",
     "Sample",
     "Steer",
     "TrainConfig",
-    "TrainResult",
     "ablate",
-    "aggregate",
-    "answer_labels",
-    "answer_loss",
     "answer_tokens",
     "applied",
     "chat_prompt",
     "collect_means",
     "comp_score",
     "contrastive_score",
+    "contrastive_scores",
     "cosine_matrix",
     "cosine_per_layer",
     "cross_entropy",
     "data_path",
     "em_direction",
+    "em_direction_from_judged",
     "em_direction_from_pairs",
     "em_questions",
     "evaluate_em",
+    "export_control_vector",
     "fit_probe",
     "general_questions",
     "generate",
@@ -111,12 +125,13 @@ __all__ = [
     "held_out_loss",
     "is_em",
     "kl_divergence",
+    "load_control_vector",
     "load_model",
     "load_trajectory",
     "load_unmerged",
     "local_cosine",
     "lora_scalars",
-    "lora_scaled",
+    "make_judge",
     "mean_diff",
     "orthogonalize",
     "over_checkpoints",
@@ -127,14 +142,18 @@ __all__ = [
     "random_null",
     "read_adapter",
     "read_chat_jsonl",
+    "read_judged",
     "read_questions",
+    "rebound",
     "refusal_direction",
     "refusal_logodds",
     "refusal_rate",
     "remove_direction",
+    "resistance",
     "save_hf",
     "scale_adapters",
     "steer",
+    "steering_sweep",
     "tiny_hf",
     "train",
     "trajectory_pca",
