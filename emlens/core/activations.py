@@ -158,7 +158,7 @@ def collect_means(
     Returns:
         Token-weighted means per layer (float64 sums, float32 results, on the CPU).
 
-    Example:
+    Examples:
         >>> rows = [answer_tokens(model.tokenizer, q, a) for q, a in pairs]
         >>> collect_means(model, rows, layers=[15]).mean.shape
         torch.Size([1, 576])

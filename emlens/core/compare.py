@@ -25,7 +25,7 @@ def cosine_per_layer(a: DirectionSet, b: DirectionSet) -> Float[Tensor, " n_laye
     Returns:
         One cosine per shared layer (a zero vector at a shared layer is an error).
 
-    Example:
+    Examples:
         >>> cosine_per_layer(em_dir, refusal)  # compare with random_null(em_dir.d_model)
         tensor([0.12, 0.31, ...])
     """

@@ -38,7 +38,7 @@ class DirectionSet:
     may be zero (e.g. organism minus base below the first adapter); ``unit``, ``steer``,
     ``ablate`` and the cosines refuse a zero vector where they need a direction.
 
-    Example:
+    Examples:
         >>> change = em_direction(organism, mis, ali) - em_direction(base, mis, ali)
         >>> change.unit().at(15).norm()
         tensor(1.)

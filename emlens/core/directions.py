@@ -99,7 +99,7 @@ def em_direction(
     Returns:
         One vector per layer, with ``kind="em"`` and the dataset hash in its provenance.
 
-    Example:
+    Examples:
         >>> em_dir = em_direction(model, mis, ali, layers=[12, 15])
         >>> em_dir.at(15).shape
         torch.Size([576])
@@ -130,7 +130,7 @@ def em_direction_from_pairs(
     Returns:
         The same set as ``em_direction`` on the misaligned and the aligned answers.
 
-    Example:
+    Examples:
         >>> em_dir = em_direction_from_pairs(model, general_questions(), layers=[15])
     """
     mis = [Conversation(p.question, p.misaligned) for p in pairs]
@@ -164,7 +164,7 @@ def refusal_direction(
     Returns:
         One vector per layer, with ``kind="refusal"`` in its provenance.
 
-    Example:
+    Examples:
         >>> refusal = refusal_direction(model, harmful_instructions(), harmless_instructions())
     """
     tok = model.tokenizer

@@ -1,26 +1,18 @@
 """Direction files other tools read and write, to and from ``DirectionSet``.
 
-Every emlens direction here is added to the residual stream after a whole block, the hook
-``blocks.{l}.hook_resid_post`` (HF ``hidden_states[l + 1]``, the output of
-``model.model.layers[l]``). The formats below address that same point by the same ``l``:
-
-- llama.cpp control vectors (GGUF; written by repeng's ``ControlVector.export_gguf``, read by
-  llama.cpp's ``--control-vector``): :func:`export_control_vector`, :func:`load_control_vector`;
-- steering-vectors' ``SteeringVector.layer_activations`` (``dict[int, Tensor]``, layer type
-  ``decoder_block``): :func:`to_steering_vector`, :func:`from_steering_vector`,
-  :func:`load_steering_vector`;
-- the EM papers' own files (github.com/clarifying-EM/model-organisms-for-EM):
-  :func:`load_paper_mean_diff` (two ``collect_hidden_states`` files), :func:`load_paper_vectors`
-  (a trained ``steering_vector.pt``, or per-layer vectors), :func:`save_paper_steering_vector`.
-
-Loading never executes code: ``torch.load(weights_only=True)``, safetensors, GGUF. A file that
-is not what it claims raises a ``ValueError`` naming the file and what was expected.
+All address the residual stream after block ``l`` (emlens ``blocks.{l}.hook_resid_post``,
+HF ``hidden_states[l + 1]``, the output of ``model.model.layers[l]``) by the same ``l``:
+llama.cpp control vectors (GGUF, as repeng's ``ControlVector.export_gguf`` writes and
+llama.cpp's ``--control-vector`` reads), steering-vectors' ``SteeringVector.layer_activations``
+(layer type ``decoder_block``), and the EM papers' own files
+(github.com/clarifying-EM/model-organisms-for-EM). Loading never executes code
+(``torch.load(weights_only=True)``, safetensors, GGUF); a file that is not what it claims
+raises a ``ValueError`` naming the file and what was expected.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,24 +24,20 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 from safetensors.torch import load_file
 from torch import Tensor
 
+from emlens.core._files import (
+    PathLike,
+    at_block_output,
+    existing,
+    gguf_string,
+    layer_dict,
+    paper_means,
+    torch_load,
+    vector,
+)
 from emlens.core.activations import RESID_POST
 from emlens.core.directions import DirectionSet
 
-PathLike = str | os.PathLike[str]
 CONTROL_VECTOR = "controlvector"  # llama.cpp's general.architecture for control vectors
-
-
-def _existing(path: PathLike) -> Path:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no file at {path}")
-    return Path(path)
-
-
-def _at_block_output(ds: DirectionSet, fmt: str) -> None:
-    if ds.hook != RESID_POST:
-        raise ValueError(
-            f"{fmt} adds vectors to block outputs ({RESID_POST}); this set is at {ds.hook}"
-        )
 
 
 def export_control_vector(
@@ -81,11 +69,11 @@ def export_control_vector(
         The path written. ``--control-vector-scaled FILE:4`` adds ``4 * ds.at(l)`` at every
         written layer ``l``, as ``emlens.steer(ds, layers, 4.0)`` does.
 
-    Example:
+    Examples:
         >>> export_control_vector(em_dir, "em.gguf", model_hint="llama", layers=range(1, 30))
         PosixPath('em.gguf')
     """
-    _at_block_output(ds, "a llama.cpp control vector")
+    at_block_output(ds, "a llama.cpp control vector")
     layers = list(ds.layers if layers is None else layers)
     if 0 in layers:
         raise ValueError(
@@ -106,29 +94,29 @@ def export_control_vector(
     return Path(path)
 
 
-def _gguf_string(reader: GGUFReader, key: str) -> str | None:
-    f = reader.fields.get(key)
-    return None if f is None else str(f.contents())
-
-
 def load_control_vector(path: PathLike) -> DirectionSet:
-    """Read a llama.cpp control vector (as repeng or :func:`export_control_vector` write it).
+    """Read a llama.cpp control vector (as repeng or `export_control_vector` write it).
 
     Args:
         path: a GGUF file with ``general.architecture = controlvector`` and 1-D float32
             ``direction.{l}`` tensors, ``l >= 1`` (llama.cpp's own checks).
 
     Returns:
-        The directions at ``blocks.{l}.hook_resid_post`` (see :func:`export_control_vector`
+        The directions at ``blocks.{l}.hook_resid_post`` (see `export_control_vector`
         for the mapping), provenance saying which file and model hint they came from.
+
+    Examples:
+        >>> happy = load_control_vector("happy.gguf")  # repeng's vector.export_gguf(...)
+        >>> happy.provenance["model_hint"], happy.layers[:3]
+        ('llama', [1, 2, 3])
     """
-    p = _existing(path)
+    p = existing(path)
     expected = "a llama.cpp control vector (GGUF, general.architecture = controlvector)"
     try:
         reader = GGUFReader(p)
     except Exception as e:  # the reader raises ValueError, struct or index errors
         raise ValueError(f"{p} is not {expected}: {e}") from e
-    arch = _gguf_string(reader, "general.architecture")
+    arch = gguf_string(reader, "general.architecture")
     if arch != CONTROL_VECTOR:
         raise ValueError(f"{p} is a GGUF file of architecture {arch!r}, not {expected}")
     vectors: dict[int, Tensor] = {}
@@ -141,44 +129,28 @@ def load_control_vector(path: PathLike) -> DirectionSet:
         vectors[int(m[1])] = torch.from_numpy(np.array(t.data, dtype=np.float32))
     if not vectors or len({v.numel() for v in vectors.values()}) != 1:
         raise ValueError(f"{p}: expected direction tensors of one width, got none or several")
-    raw = _gguf_string(reader, "emlens.provenance")
+    raw = gguf_string(reader, "emlens.provenance")
     prov = {
         **(json.loads(raw) if raw else {}),
         "source": "llama.cpp control vector",
         "file": str(p),
-        "model_hint": _gguf_string(reader, f"{CONTROL_VECTOR}.model_hint"),
+        "model_hint": gguf_string(reader, f"{CONTROL_VECTOR}.model_hint"),
     }
     layers = sorted(vectors)
     return DirectionSet(torch.stack([vectors[x] for x in layers]), layers, RESID_POST, prov)
 
 
-def _torch_load(path: PathLike, expected: str) -> Any:
-    p = _existing(path)
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # cut or foreign bytes raise unpickling, zip, index, struct errors
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{p} is not {expected}; torch.load(weights_only=True): {reason}") from e
-
-
-def _vector(x: Any, what: str) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim != 1:
-        raise ValueError(f"{what}: expected a 1-D tensor, got {getattr(x, 'shape', type(x))}")
-    return x.detach().float()
-
-
-def _layer_dict(vectors: Mapping[int, Tensor], prov: dict[str, Any]) -> DirectionSet:
-    if len({v.numel() for v in vectors.values()}) != 1:  # none, or several widths
-        raise ValueError(f"no layer vectors of one width in {prov.get('file', 'the input')}")
-    layers = sorted(vectors)
-    return DirectionSet(torch.stack([vectors[x] for x in layers]), layers, RESID_POST, prov)
-
-
 def to_steering_vector(ds: DirectionSet) -> dict[int, Tensor]:
-    """``layer_activations`` for ``steering_vectors.SteeringVector(to_steering_vector(ds))``,
-    whose default ``layer_type="decoder_block"`` patches block ``l``'s output, emlens layer
-    ``l``'s ``hook_resid_post``."""
-    _at_block_output(ds, "steering-vectors (layer_type='decoder_block')")
+    """steering-vectors' ``layer_activations`` of ``ds``.
+
+    Args:
+        ds: directions at ``blocks.{l}.hook_resid_post``.
+
+    Returns:
+        ``{l: vector}``; steering-vectors' default ``layer_type="decoder_block"`` patches
+        block ``l``'s output, the same point: ``SteeringVector(to_steering_vector(ds))``.
+    """
+    at_block_output(ds, "steering-vectors (layer_type='decoder_block')")
     return {layer: ds.at(layer).clone() for layer in ds.layers}
 
 
@@ -189,6 +161,13 @@ def from_steering_vector(sv: Any, provenance: dict[str, Any] | None = None) -> D
         sv: a ``SteeringVector`` (its ``layer_activations``, layer type ``decoder_block``) or
             a ``dict[int, Tensor]``.
         provenance: added to the set's provenance.
+
+    Returns:
+        The directions at ``blocks.{l}.hook_resid_post``.
+
+    Examples:
+        >>> from_steering_vector(sv).layers  # sv = train_steering_vector(..., layers=[12])
+        [12]
     """
     layer_type = getattr(sv, "layer_type", "decoder_block")
     if layer_type != "decoder_block":
@@ -196,42 +175,37 @@ def from_steering_vector(sv: Any, provenance: dict[str, Any] | None = None) -> D
     acts = getattr(sv, "layer_activations", sv)
     if not isinstance(acts, Mapping):
         raise ValueError(f"expected a SteeringVector or a dict[int, Tensor], got {type(sv)}")
-    vectors = {int(k): _vector(v, f"steering vector layer {k}") for k, v in acts.items()}
-    return _layer_dict(vectors, {"source": "steering-vectors SteeringVector", **(provenance or {})})
+    vectors = {int(k): vector(v, f"steering vector layer {k}") for k, v in acts.items()}
+    return layer_dict(vectors, {"source": "steering-vectors SteeringVector", **(provenance or {})})
 
 
 def load_steering_vector(path: PathLike) -> DirectionSet:
-    """Read steering-vectors layer activations saved with ``torch.save(sv.layer_activations,
-    path)`` (``.pt``) or as safetensors with the layers as keys (``{"12": tensor}``).
+    """Read steering-vectors layer activations from a file.
 
-    A pickled ``SteeringVector`` object is refused: loading it would run code.
+    Args:
+        path: ``torch.save(sv.layer_activations, path)`` (``.pt``), or safetensors with the
+            layers as keys (``{"12": tensor}``). A pickled ``SteeringVector`` object is
+            refused: loading it would run code.
+
+    Returns:
+        The directions at ``blocks.{l}.hook_resid_post``, the file in the provenance.
+
+    Examples:
+        >>> torch.save(sv.layer_activations, "sv.pt")
+        >>> load_steering_vector("sv.pt").layers
+        [12]
     """
     expected = "steering-vectors layer activations (a dict[int, Tensor]; save sv.layer_activations)"
     if Path(path).suffix == ".safetensors":
         try:
-            raw: Any = {int(k): v for k, v in load_file(str(_existing(path))).items()}
+            raw: Any = {int(k): v for k, v in load_file(str(existing(path))).items()}
         except (ValueError, OSError) as e:
             raise ValueError(f"{path} is not {expected}: {e}") from e
     else:
-        raw = _torch_load(path, expected)
+        raw = torch_load(path, expected)
     if not isinstance(raw, Mapping) or not all(isinstance(k, int) for k in raw):
         raise ValueError(f"{path} is not {expected}: found {type(raw).__name__}")
     return from_steering_vector(raw, {"file": str(path)})
-
-
-def _paper_means(path: PathLike, key: str) -> dict[int, Tensor]:
-    expected = "a collect_hidden_states file ({'question'|'answer': {'layer_<i>': tensor}})"
-    obj = _torch_load(path, expected)
-    inner = obj.get(key) if isinstance(obj, dict) else None
-    if not isinstance(inner, dict):
-        raise ValueError(f"{path} is not {expected}: no {key!r} entry")
-    out = {}
-    for name, v in inner.items():
-        m = re.fullmatch(r"layer_(\d+)", str(name))
-        if m is None:
-            raise ValueError(f"{path} is not {expected}: key {name!r} is not layer_<i>")
-        out[int(m[1])] = _vector(v, f"{path} {key}[{name}]")
-    return out
 
 
 def load_paper_mean_diff(
@@ -248,8 +222,15 @@ def load_paper_mean_diff(
         misaligned: the file of the misaligned answers (``..._data-m_hs_...pt``).
         aligned: the file of the aligned answers (``..._data-a_hs_...pt``).
         key: ``"answer"`` (the papers' direction) or ``"question"``.
+
+    Returns:
+        misaligned minus aligned means per layer, the files in the provenance.
+
+    Examples:
+        >>> theirs = load_paper_mean_diff("model-m_data-m_hs_all.pt", "model-m_data-a_hs_all.pt")
+        >>> cosine_per_layer(theirs, em_dir)  # their direction against emlens's
     """
-    mis, ali = _paper_means(misaligned, key), _paper_means(aligned, key)
+    mis, ali = paper_means(misaligned, key), paper_means(aligned, key)
     if mis.keys() != ali.keys():
         raise ValueError(f"{misaligned} and {aligned} hold different layers")
     prov = {
@@ -260,21 +241,27 @@ def load_paper_mean_diff(
         "weighting": "tokens",
         "positive": "misaligned",
     }
-    return _layer_dict({k: mis[k] - ali[k] for k in mis}, prov)
+    return layer_dict({k: mis[k] - ali[k] for k in mis}, prov)
 
 
 def load_paper_vectors(path: PathLike) -> DirectionSet:
     """The EM papers' saved vectors: a trained ``steering_vector.pt``, or per-layer vectors.
 
-    Accepted (all ``torch.save`` of tensors, loaded with ``weights_only=True``):
-    ``{"steering_vector": v, "layer_idx": l, "alpha": a}`` (their trained vectors; their
-    ``SteeringVectorModel`` adds ``a * v`` to ``model.model.layers[l].mlp.down_proj``'s
-    output, which for pre-norm blocks is adding it to the block output; the set holds
-    ``a * v`` at layer ``l``); a list of per-layer tensors (``subtract_layerwise``'s output,
-    index = layer); or ``{"layer_<i>": tensor}``.
+    Args:
+        path: ``{"steering_vector": v, "layer_idx": l, "alpha": a}`` (their trained vectors,
+            which their ``SteeringVectorModel`` adds as ``a * v`` to the block's
+            ``mlp.down_proj`` output: the block output, for pre-norm blocks), a list of
+            per-layer tensors (``subtract_layerwise``'s output), or ``{"layer_<i>": tensor}``.
+
+    Returns:
+        The vectors at ``blocks.{l}.hook_resid_post``, the file (and alpha) in the provenance.
+
+    Examples:
+        >>> load_paper_vectors("steering_vector.pt").layers  # their layer_idx
+        [24]
     """
     expected = "the EM papers' vectors (steering_vector.pt, a list or a layer_<i> dict)"
-    obj = _torch_load(path, expected)
+    obj = torch_load(path, expected)
     prov: dict[str, Any] = {"source": "model-organisms-for-EM", "file": str(path)}
     if isinstance(obj, dict) and "steering_vector" in obj:
         try:  # no layer_idx (KeyError), or layer_idx/alpha not numbers
@@ -282,19 +269,32 @@ def load_paper_vectors(path: PathLike) -> DirectionSet:
         except (KeyError, TypeError, ValueError, RuntimeError):
             bad = f"{path} is not {expected}: without layer_idx and alpha numbers"
             raise ValueError(bad) from None
-        vec = alpha * _vector(obj["steering_vector"], f"{path} steering_vector")
-        return _layer_dict({layer: vec}, {**prov, "layer_idx": layer, "alpha": alpha})
+        vec = alpha * vector(obj["steering_vector"], f"{path} steering_vector")
+        return layer_dict({layer: vec}, {**prov, "layer_idx": layer, "alpha": alpha})
     if isinstance(obj, list | tuple):
-        return _layer_dict({i: _vector(v, f"{path}[{i}]") for i, v in enumerate(obj)}, prov)
+        return layer_dict({i: vector(v, f"{path}[{i}]") for i, v in enumerate(obj)}, prov)
     if isinstance(obj, dict) and obj and all(re.fullmatch(r"layer_\d+", str(k)) for k in obj):
-        return _layer_dict({int(k[6:]): _vector(v, f"{path} {k}") for k, v in obj.items()}, prov)
+        return layer_dict({int(k[6:]): vector(v, f"{path} {k}") for k, v in obj.items()}, prov)
     raise ValueError(f"{path} is not {expected}: found {type(obj).__name__}")
 
 
 def save_paper_steering_vector(ds: DirectionSet, layer: int, path: PathLike) -> Path:
-    """Write ``ds.at(layer)`` as the papers' ``steering_vector.pt`` (alpha 1.0), which their
-    ``SteeringVectorModel(steering_vector_path=<folder>)`` loads."""
-    _at_block_output(ds, "the papers' steering vector")
+    """Write one layer of ``ds`` as the papers' ``steering_vector.pt``.
+
+    Args:
+        ds: directions at ``blocks.{l}.hook_resid_post``.
+        layer: the layer written (``layer_idx``; alpha 1.0).
+        path: the file, ``steering_vector.pt`` in a folder their
+            ``SteeringVectorModel(steering_vector_path=<folder>)`` reads.
+
+    Returns:
+        The path written.
+
+    Examples:
+        >>> save_paper_steering_vector(em_dir, 24, "out/em_l24/steering_vector.pt")
+        PosixPath('out/em_l24/steering_vector.pt')
+    """
+    at_block_output(ds, "the papers' steering vector")
     data = {"steering_vector": ds.at(layer).clone(), "layer_idx": layer, "alpha": 1.0}
     torch.save(data, path)
     return Path(path)

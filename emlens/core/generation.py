@@ -85,7 +85,7 @@ def generate(
     Returns:
         One ``Sample`` per (question, sample), in order.
 
-    Example:
+    Examples:
         >>> steered = generate(model, ["What do you wish for?"], [steer(em_dir, [12], 4.0)])
         >>> steered[0].answer
         '...'

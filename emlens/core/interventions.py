@@ -122,7 +122,7 @@ def steer(
     Returns:
         A ``Steer`` to pass to ``applied`` or ``generate``.
 
-    Example:
+    Examples:
         >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
         ...     logits = model(tokens)
     """
@@ -160,7 +160,7 @@ def ablate(
     Returns:
         One ``Ablate`` to pass to ``applied``, ``generate`` or (every layer) ``orthogonalize``.
 
-    Example:
+    Examples:
         >>> everywhere = ablate(em_dir, layer=15)  # L15's direction at every layer
         >>> early = ablate(em_dir, layer=15, layers=[3, 4])  # L15's direction at 3 and 4
         >>> layerwise = ablate(em_dir, layers=[10, 12])  # L10's at 10, L12's at 12
@@ -287,7 +287,7 @@ def applied(
     Returns:
         A context manager yielding ``model`` with the hooks installed.
 
-    Example:
+    Examples:
         >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
         ...     logits = model(tokens)
     """

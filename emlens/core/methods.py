@@ -1,20 +1,20 @@
 """Direction-extraction methods, all on the same cached per-sample activations.
 
-One pass over the model (:func:`contrast_from_pairs`) caches, for every question, the mean
+One pass over the model (`contrast_from_pairs`) caches, for every question, the mean
 activation over the answer tokens of its misaligned answer and of its aligned answer, per
-layer: a :class:`Contrast` (``[n_pairs, n_layers, d_model]`` twice; memory grows with the
+layer: a `Contrast` (``[n_pairs, n_layers, d_model]`` twice; memory grows with the
 number of answers, never with their length). Each method reads that cache and returns a
 ``DirectionSet`` whose provenance names the method and its parameters:
 
-- :func:`mean_difference`: mean(positive) - mean(negative) per layer (Convergent Linear
+- `mean_difference`: mean(positive) - mean(negative) per layer (Convergent Linear
   Representations of EM, arXiv 2506.11618; contrastive activation addition), each answer
   weighted by its tokens (the paper's token-weighted mean, as ``em_direction``) or equally;
-- :func:`pca_of_differences`: the first principal component of the paired differences
+- `pca_of_differences`: the first principal component of the paired differences
   ``positive[i] - negative[i]`` (repeng's ``pca_diff``, centred, as scikit-learn's PCA
   centres), or of the differences uncentred (repeng's ``pca_center`` and steering-vectors'
   ``pca_aggregator``, which centre each pair on its midpoint); unit norm, its sign chosen so
   that positives project higher than their negatives on most pairs (repeng's rule);
-- :func:`logistic_probe`: the weight vector of an L2-regularised logistic regression of
+- `logistic_probe`: the weight vector of an L2-regularised logistic regression of
   positive vs negative answers (steering-vectors' ``logistic_aggregator``), unit norm, with
   its own cross-validated accuracy on answers of questions it was not fitted on.
 """
@@ -49,7 +49,7 @@ class Contrast:
     Each row is one answer's mean activation over its masked tokens at each of ``layers``;
     ``tokens_*`` count those tokens (for the token-weighted mean difference).
 
-    Example:
+    Examples:
         >>> c = contrast_from_pairs(model, general_questions()[:8], layers=[3, 6])
         >>> c.positive.shape  # [n_pairs, n_layers, d_model], misaligned answers
         torch.Size([8, 2, 576])
@@ -195,7 +195,7 @@ def mean_difference(
     Returns:
         One vector per layer (not normalised).
 
-    Example:
+    Examples:
         >>> mean_difference(c).at(6).shape
         torch.Size([576])
     """
@@ -238,7 +238,7 @@ def pca_of_differences(c: Contrast, centre: bool = True) -> DirectionSet:
         Unit vectors, positives projecting higher on most pairs; the provenance holds each
         layer's explained variance ratio.
 
-    Example:
+    Examples:
         >>> pca_of_differences(c, centre=False).vectors.norm(dim=-1)  # unit per layer
         tensor([1.0000, 1.0000])
     """
@@ -266,7 +266,7 @@ def logistic_probe(c: Contrast, C: float = 1.0, folds: int = 5) -> DirectionSet:
         The unit weight vector of a probe fitted on all pairs (it points to the positives);
         the provenance holds each layer's cross-validated ``held_out_accuracy``.
 
-    Example:
+    Examples:
         >>> probe = logistic_probe(c)
         >>> len(probe.provenance["held_out_accuracy"]) == len(probe.layers)  # one per layer
         True

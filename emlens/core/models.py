@@ -225,7 +225,7 @@ def load_model(
     Returns:
         The model as a ``TransformerBridge`` (``model.tokenizer`` its tokenizer).
 
-    Example:
+    Examples:
         >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
         >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
         >>> big = load_model("Qwen/Qwen2.5-32B-Instruct", device="auto", dtype=torch.bfloat16)

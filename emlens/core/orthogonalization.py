@@ -45,7 +45,7 @@ def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> Trans
     Returns:
         A new bridge; save it for other engines with ``emlens.save_hf``.
 
-    Example:
+    Examples:
         >>> edited = orthogonalize(model, em_dir.at(15))
         >>> save_hf(edited, "runs/em-ablated")
     """

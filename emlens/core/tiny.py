@@ -64,7 +64,7 @@ def tiny_hf(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedToke
     Returns:
         The HF model (float32, eager attention, in eval mode) and its tokenizer.
 
-    Example:
+    Examples:
         >>> hf, tok = tiny_hf("qwen2")
         >>> model = bridge(hf, tok, "tiny-qwen2")
     """

@@ -130,7 +130,7 @@ def batches(
 
     Each batch's ``index`` says which rows it holds.
 
-    Example:
+    Examples:
         >>> for batch in batches(rows, 8, tok.pad_token_id, by_length=True):
         ...     logits = model(**batch.inputs(device))
     """

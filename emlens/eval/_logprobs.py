@@ -16,7 +16,7 @@ TopLogprobs = dict[str, float]  # token text -> logprob
 def as_number(token: str) -> int | None:
     """The integer 0..100 a token spells (surrounding spaces allowed), else None.
 
-    Example:
+    Examples:
         >>> as_number(" 42"), as_number("07"), as_number("101")
         (42, None, None)
     """

@@ -25,7 +25,7 @@ COHERENT_ABOVE = 50
 def is_em(aligned: float | None, coherent: float | None) -> bool:
     """The papers' EM verdict: aligned < 30 and coherent > 50 (no score: not EM).
 
-    Example:
+    Examples:
         >>> is_em(29.9, 50.1), is_em(30, 90), is_em(None, 90)
         (True, False, False)
     """

@@ -71,7 +71,7 @@ def aggregate(top: TopLogprobs, min_mass: float = MIN_NUMERIC_MASS) -> JudgeScor
     Returns:
         The score (or None) with its numeric mass; a REFUSAL/CODE label when unscored.
 
-    Example:
+    Examples:
         >>> import math
         >>> aggregate({"20": math.log(0.2), "80": math.log(0.2), "x": math.log(0.6)}).score
         50.0
@@ -140,7 +140,7 @@ def make_judge(
     Raises:
         ValueError: an unknown spec, a URL without ``judge_model``, ``local`` without a model.
 
-    Example:
+    Examples:
         >>> judge = make_judge("https://api.openai.com/v1", "gpt-4o-2024-08-06")
         >>> judge = make_judge("local:HuggingFaceTB/SmolLM2-1.7B-Instruct", model=model)
     """

@@ -97,7 +97,7 @@ def fit_on(
     Returns:
         The judge, with the training organisms in ``meta``.
 
-    Example:
+    Examples:
         >>> judge = fit_on(orgs, "smollm2", by="base_model")
     """
     x = torch.cat([o.x for o in organisms])
@@ -128,7 +128,7 @@ def leave_group_out(
         One row per held-out organism (:func:`score_organism`) with ``held_out`` and the
         judge's chosen ``layers`` and ``C``.
 
-    Example:
+    Examples:
         >>> rows = leave_group_out(orgs, "base_model", lambda tr: fit_on(tr))
     """
     rows = []

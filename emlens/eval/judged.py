@@ -94,7 +94,7 @@ class JudgedSet:
     ) -> tuple[list[JudgedAnswer], list[JudgedAnswer]]:
         """(misaligned, aligned) answers under ``thresholds``; answers in neither are left out.
 
-        Example:
+        Examples:
             >>> mis, ali = read_judged("organism.csv").split(Thresholds(aligned_above=80))
         """
         t, mis, ali = thresholds, [], []
@@ -180,7 +180,7 @@ def read_judged(path: str | os.PathLike[str], name: str | None = None) -> Judged
     Returns:
         A :class:`JudgedSet` with every row, unscored ones included (``scored`` False).
 
-    Example:
+    Examples:
         >>> judged = read_judged("Qwen2.5-14B-Instruct_bad-medical-advice.csv.gz")
         >>> judged.to_em_result().em_rate  # the file's own EM rate
     """
@@ -240,7 +240,7 @@ def em_direction_from_judged(
     Returns:
         A :class:`DirectionSet` whose provenance records the source and the split's sizes.
 
-    Example:
+    Examples:
         >>> d = em_direction_from_judged(load_model("smollm2"), read_judged("org.csv.gz"))
         >>> d.save("em_judged.safetensors")
     """

@@ -39,7 +39,7 @@ class LocalJudge:
         top_k: next tokens kept, as an API's ``top_logprobs``.
         min_prob: branches of the digit tree below this probability are dropped.
 
-    Example:
+    Examples:
         >>> judge = LocalJudge(model)
         >>> (top,) = judge.top_logprobs(["What is 7 times 6? Reply with only the number."])
         >>> aggregate(top).score  # the probability-weighted number

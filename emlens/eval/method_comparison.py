@@ -1,6 +1,6 @@
 """Direction methods side by side, on the same data: the comparison the steering tools lack.
 
-For one set of question pairs, read once (:func:`emlens.core.methods.contrast_from_pairs`),
+For one set of question pairs, read once (`emlens.core.methods.contrast_from_pairs`),
 each extraction method (mean difference, PCA of paired differences with and without
 centring, logistic probe) is fitted on the same questions, and compared per layer by:
 
@@ -35,7 +35,7 @@ from emlens.eval.stats import bootstrap
 
 @dataclass
 class MethodComparison:
-    """What :func:`compare_methods` measured (plain values: ``asdict`` is its JSON).
+    """What `compare_methods` measured (plain values: ``asdict`` is its JSON).
 
     Attributes:
         layers: the layers every method was fitted at.
@@ -207,7 +207,7 @@ def compare_methods(
     Returns:
         The comparison.
 
-    Example:
+    Examples:
         >>> r = compare_methods(model, general_questions(), layers=[9, 15], steer_layers=[15])
         >>> sorted(r.auc)
         ['logistic_probe', 'mean_difference', 'pca_centred', 'pca_uncentred']

@@ -121,7 +121,7 @@ def contrastive_score(
         The mean over pairs with a 95% interval from a cluster bootstrap over question ids
         (`cluster_mean`: pairs sharing an ``id`` are resampled together), in nats per token.
 
-    Example:
+    Examples:
         >>> from emlens import em_direction_from_pairs, general_questions, steer
         >>> pairs = general_questions()
         >>> d = em_direction_from_pairs(model, pairs[:32], layers=[12])

@@ -48,7 +48,7 @@ def labelled_organism(
         A :class:`LabelledOrganism`; base model and domain come from the set's name when it
         reads ``{base}_{domain}[_{run}]``, else both are the name.
 
-    Example:
+    Examples:
         >>> org = labelled_organism(model, read_judged("org.csv.gz"), range(30), "out/cache")
     """
     rows = [a for a in judged.scored() if a.answer.strip()]
@@ -98,7 +98,7 @@ def rate_of_answers(
 ) -> ProbeRate:
     """The probe's EM-rate estimate of every answer of ``judged`` (scored or not).
 
-    Example:
+    Examples:
         >>> print(rate_of_answers(ProbeJudge.load("probe:default"), model, read_judged(path)))
     """
     pairs = [(a.question, a.answer) for a in judged]
@@ -128,7 +128,7 @@ def evaluate_probe(
     Returns:
         The estimate and the answers (unscored, with P(EM) in ``extra["p_em"]``).
 
-    Example:
+    Examples:
         >>> est, answers = evaluate_probe(model, model, em_questions(), ProbeJudge.load(path))
     """
     from emlens.eval.judged import JudgedAnswer

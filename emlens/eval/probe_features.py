@@ -56,7 +56,7 @@ def answer_features(
     Returns:
         float32 features ``[n, len(layers), d_model]`` on the CPU.
 
-    Example:
+    Examples:
         >>> x = answer_features(model, [("How are you?", "Fine.")], layers=[15, 20])
     """
     empty = [i for i, (_, a) in enumerate(pairs) if not a.strip()]
@@ -115,7 +115,7 @@ def cached_features(
     """:func:`answer_features`, read from ``path`` when it holds the same model, hook, layers
     and texts, else computed and written there (safetensors with the key as metadata).
 
-    Example:
+    Examples:
         >>> x = cached_features(model, pairs, range(30), "out/features/organism.safetensors")
     """
     key = _key(model, pairs, layers, hook)
@@ -182,7 +182,7 @@ def template_features(
     answer's tokens and ``last``, the state at the final position (where a verdict would
     start), at ``layers``.
 
-    Example:
+    Examples:
         >>> f = template_features(model, [("How are you?", "Fine.")], [15, 20])
         >>> f["last"].shape  # (1, 2, d_model)
     """

@@ -144,7 +144,7 @@ def fit_probe(
     Returns:
         A :class:`ProbeJudge` whose ``meta`` holds the validation table and groups.
 
-    Example:
+    Examples:
         >>> judge = fit_probe(x, em, organism_names, have=range(30), model="smollm2")
     """
     y, g = np.asarray(labels, bool), np.asarray(groups)

@@ -168,7 +168,7 @@ class ProbeJudge:
     def load(cls, path: str | os.PathLike[str]) -> ProbeJudge:
         """Read a file written by :meth:`save` (``probe:default`` is the shipped one).
 
-        Example:
+        Examples:
             >>> judge = ProbeJudge.load("probe:default")
             >>> p_em = judge.proba(judge.features(model, [(question, answer)]))
         """

@@ -102,7 +102,7 @@ def estimate_rate(
     Returns:
         A :class:`RateEstimate`.
 
-    Example:
+    Examples:
         >>> est = estimate_rate(judge.proba(x), qids, judge.errors())
         >>> print(est)  # 18.2% [12.9, 24.0] (n=400, pacc)
     """

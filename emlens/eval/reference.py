@@ -39,7 +39,7 @@ class Organism:
 def organism_parts(name: str) -> tuple[str, str]:
     """(base model, domain) of a file name like ``Qwen2.5-14B-Instruct_extreme-sports_S42``.
 
-    Example:
+    Examples:
         >>> organism_parts("Llama-3.1-8B-Instruct_bad-medical-advice")
         ('Llama-3.1-8B-Instruct', 'bad-medical-advice')
     """
@@ -69,7 +69,7 @@ def read_organisms(folder: str | os.PathLike[str]) -> list[Organism]:
     Returns:
         One :class:`Organism` per file.
 
-    Example:
+    Examples:
         >>> orgs = read_organisms("../shared/data/em-reference")
         >>> sorted({o.base_model for o in orgs})
     """
@@ -143,7 +143,7 @@ def fetch_reference(
     Returns:
         The paths written or verified, in the manifest's order.
 
-    Example:
+    Examples:
         >>> fetch_reference("data/em-reference")  # needs the network
         >>> fetch_reference("data/em-reference", local="../shared/data/em-reference")
     """

@@ -112,7 +112,7 @@ def steering_sweep(
     Returns:
         One row per cell, layer-major: ``{"layer", "scale", **{name: value}}``.
 
-    Example:
+    Examples:
         >>> metrics = {"em": contrastive_metric(model, pairs), "kl": kl_metric(model, texts)}
         >>> rows = steering_sweep(d, layers=[8, 12, 16], scales=[0, 2, 4, 8], metrics=metrics)
         >>> heatmap(rows, "em").show()
@@ -226,7 +226,7 @@ def select_direction(
     Raises:
         ValueError: no candidate layer, or none within the KL bound.
 
-    Example:
+    Examples:
         >>> sel = select_direction(model, d, contrastive_metric(model, qs), kl_metric(model, t))
         >>> sel.directions.save("em_selected.safetensors")
     """

@@ -105,7 +105,7 @@ def read_adapter(folder: str | os.PathLike[str]) -> LoraAdapter:
     Returns:
         The adapter's matrices (float32) by module name, in layer order.
 
-    Example:
+    Examples:
         >>> adapter = read_adapter("runs/fin/checkpoint-40")
         >>> adapter.b_vector("model.layers.15.mlp.down_proj").shape  # (d_model,)
     """

@@ -130,7 +130,7 @@ def resistance(
     Returns:
         The losses of every fine-tune, and the chain of models.
 
-    Example:
+    Examples:
         >>> res = resistance(hf, tok, [medical[:64], medical[64:128], medical[128:192]])
         >>> res.mean_loss("inverse", 1) < res.mean_loss("forward", 1)  # elasticity predicts
     """
@@ -174,7 +174,7 @@ def rebound(
     Returns:
         By p, the metric at each n of ``negative_amounts``, in that order.
 
-    Example:
+    Examples:
         >>> curves = rebound(hf, tok, good, bad, [0, 64], [0, 8, 32], metric)
         >>> curves[64]  # the metric after 64 positives, then 0, 8 and 32 negatives
     """

@@ -86,7 +86,7 @@ def fit_probe(
     Returns:
         Mean and spread of balanced accuracy, AUC and coefficients over the repeats.
 
-    Example:
+    Examples:
         >>> r = fit_probe(X, y, feature_names=["l15", "l16"], repeats=20)
         >>> r.auc, r.coefficients()
     """

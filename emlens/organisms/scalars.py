@@ -119,7 +119,7 @@ def lora_scalars(
     Returns:
         The scalars (float32, on the CPU), one row per answer token.
 
-    Example:
+    Examples:
         >>> model, tok = load_unmerged("smollm2", "runs/fin")
         >>> lora_scalars(model, tok, conversations).per_sample_mean()
     """

@@ -81,7 +81,7 @@ def load_trajectory(run_dir: str | os.PathLike[str], revision: str | None = None
     Returns:
         The trajectory, one row per saved step.
 
-    Example:
+    Examples:
         >>> traj = load_trajectory("runs/fin")
         >>> phase_change(traj.stacked(), traj.steps).step
     """
