@@ -1,42 +1,78 @@
-"""Files written whole or not at all: a temporary file beside the target, then a rename.
+"""Reading other tools' direction files safely: what `emlens.core.formats` shares.
 
-A run killed while saving leaves the previous file (or none), never half of one: the
-temporary file is renamed over the target only once it is complete (`os.replace` is atomic
-on one file system), as training checkpoints are.
+Nothing here executes code from a file: ``.pt`` goes through ``torch.load(weights_only=True)``;
+every failure is a ``ValueError`` naming the file and what it should have been.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+from gguf import GGUFReader
+from torch import Tensor
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``.
+from emlens.core.activations import RESID_POST
+from emlens.core.direction_set import DirectionSet
 
-    Args:
-        path: the file to write; its folder must exist.
-        write: writes the whole file to the path it is given.
+PathLike = str | os.PathLike[str]
 
-    Returns:
-        ``path`` as a `Path`.
 
-    Raises:
-        FileNotFoundError: the folder of ``path`` does not exist.
+def at_block_output(ds: DirectionSet, fmt: str) -> None:
+    """Raise unless ``ds`` is at ``blocks.{l}.hook_resid_post``, where ``fmt`` adds vectors."""
+    if ds.hook != RESID_POST:
+        raise ValueError(
+            f"{fmt} adds vectors to block outputs ({RESID_POST}); this set is at {ds.hook}"
+        )
 
-    Examples:
-        >>> write_atomic(tmp_path / "a.txt", lambda p: p.write_text("done")).read_text()
-        'done'
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+def existing(path: PathLike) -> Path:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    return Path(path)
+
+
+def gguf_string(reader: GGUFReader, key: str) -> str | None:
+    f = reader.fields.get(key)
+    return None if f is None else str(f.contents())
+
+
+def torch_load(path: PathLike, expected: str) -> Any:
+    p = existing(path)
     try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # cut or foreign bytes raise unpickling, zip, index, struct errors
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{p} is not {expected}; torch.load(weights_only=True): {reason}") from e
+
+
+def vector(x: Any, what: str) -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D tensor, got {getattr(x, 'shape', type(x))}")
+    return x.detach().float()
+
+
+def layer_dict(vectors: Mapping[int, Tensor], prov: dict[str, Any]) -> DirectionSet:
+    if len({v.numel() for v in vectors.values()}) != 1:  # none, or several widths
+        raise ValueError(f"no layer vectors of one width in {prov.get('file', 'the input')}")
+    layers = sorted(vectors)
+    return DirectionSet(torch.stack([vectors[x] for x in layers]), layers, RESID_POST, prov)
+
+
+def paper_means(path: PathLike, key: str) -> dict[int, Tensor]:
+    expected = "a collect_hidden_states file ({'question'|'answer': {'layer_<i>': tensor}})"
+    obj = torch_load(path, expected)
+    inner = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(inner, dict):
+        raise ValueError(f"{path} is not {expected}: no {key!r} entry")
+    out = {}
+    for name, v in inner.items():
+        m = re.fullmatch(r"layer_(\d+)", str(name))
+        if m is None:
+            raise ValueError(f"{path} is not {expected}: key {name!r} is not layer_<i>")
+        out[int(m[1])] = vector(v, f"{path} {key}[{name}]")
+    return out
