@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import plotly.graph_objects as go
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core import data
@@ -73,10 +75,12 @@ def report_parts(
     null: RandomNull,
     gens: dict[str, list[Sample]],
     max_new_tokens: int,
-) -> list:
+) -> list[str | go.Figure]:
     """The HTML report: what was computed, the figures, and the generations table."""
     questions = [s.question for s in next(iter(gens.values()))]
-    rows = [[q] + [gens[c][i].answer for c in gens] for i, q in enumerate(questions)]
+    rows: list[list[object]] = [
+        [q, *(gens[c][i].answer for c in gens)] for i, q in enumerate(questions)
+    ]
     p, r = em_dir.provenance, refusal.provenance
     return [
         f"<p>EM direction: {p['n_positive']} misaligned vs {p['n_negative']} aligned answers "
@@ -108,7 +112,7 @@ def run_demo(
     steer_scale: float = 4.0,
     n_questions: int = 4,
     max_new_tokens: int = 48,
-) -> dict:
+) -> dict[str, Any]:
     """Run the demo into ``out`` (report.html, summary.json, both direction files).
 
     Returns:

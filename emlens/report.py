@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.io import to_html, write_images
 
@@ -22,7 +24,13 @@ def cosine_figure(layers: list[int], cos: list[float], null: RandomNull, title: 
     return fig
 
 
-def matrix_figure(matrix, la: list[int], lb: list[int], names: tuple[str, str]) -> go.Figure:
+def matrix_figure(
+    matrix: Sequence[Sequence[float]] | np.ndarray,
+    la: list[int],
+    lb: list[int],
+    names: tuple[str, str],
+) -> go.Figure:
+    """Heat map of cosines between every layer of one set (rows) and of another (columns)."""
     fig = go.Figure(
         go.Heatmap(z=matrix, x=lb, y=la, colorscale="RdBu", zmid=0, colorbar_title="cos")
     )
@@ -83,7 +91,7 @@ def table_html(header: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def markdown_table(rows: list[dict]) -> list[str]:
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     """Lines of a markdown table of dict rows (the keys of the first row are the header)."""
     head = list(rows[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
