@@ -25,6 +25,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check emlens tests benchmarks analyses docs/tutorials
 	$(BIN)/ruff format --check emlens tests benchmarks analyses docs/tutorials
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/pytest -q -x --durations=10
