@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import rows  # noqa: E402
+from common import rows
 
-from emlens.core.activations import collect_means  # noqa: E402
-from emlens.core.models import load_model  # noqa: E402
+from emlens.core.activations import collect_means
+from emlens.core.models import load_model
 
 torch.set_num_threads(2)
 model = load_model("smollm2")

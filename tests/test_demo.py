@@ -2,13 +2,15 @@
 
 import json
 
+import pytest
 import torch
 
 from emlens.core.directions import DirectionSet
 from emlens.demo import run_demo
 
 
-def test_demo_writes_consistent_outputs(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_demo_writes_consistent_outputs(tmp_path):
     summary = run_demo(tmp_path, "tiny-llama", n_questions=2, max_new_tokens=4)
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     em_dir = DirectionSet.load(tmp_path / "em_direction.safetensors")

@@ -30,6 +30,9 @@ def public_names(module: str) -> list[str]:
     ]
 
 
+MKDOCS = [sys.executable, "-m", "mkdocs", "build", "--strict"]
+
+
 def page_text(path: Path) -> str:
     """The visible text of a built page: tags dropped, entities decoded, spaces collapsed."""
     text = html.unescape(re.sub(r"<[^>]+>", " ", path.read_text()))
@@ -41,8 +44,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     run = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml")]
-        + ["-d", str(out)],
+        [*MKDOCS, "-f", str(ROOT / "mkdocs.yml"), "-d", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
