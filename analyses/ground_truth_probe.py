@@ -56,23 +56,39 @@ def labelled(model: Any, reference: str) -> tuple[list[LabelledOrganism], dict[s
     return out, texts
 
 
+STAGES = Path("out/ground_truth/stages")
+
+
+def stage(name: str, compute: Any) -> Any:
+    """A finished stage's saved result, or ``compute()``'s, saved (a rerun resumes)."""
+    path = STAGES / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    out = compute()
+    STAGES.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
 def protocol(orgs: list[LabelledOrganism], by: str) -> dict[str, Any]:
     """Both leave-one-out protocols with one inner validation grouping."""
 
     def fit(train: list[LabelledOrganism]) -> Any:
         return fit_on(train, "smollm2", by=by)
 
-    out: dict[str, Any] = {}
-    for outer in ("base_model", "domain"):
+    def run(outer: str) -> dict[str, Any]:
         t = time.time()
         rows = leave_group_out(orgs, outer, fit)
-        out[outer] = {
+        return {
             "rows": rows,
             "summary": {m: summary(rows, m) for m in METHODS},
             "seconds": round(time.time() - t),
         }
-        s = out[outer]["summary"]["pacc"]
-        print(f"{outer}: {json.dumps(s)}", flush=True)
+
+    out: dict[str, Any] = {}
+    for outer in ("base_model", "domain"):
+        out[outer] = stage(f"probe_{by}_{outer}", lambda o=outer: run(o))
+        print(f"{outer}: {json.dumps(out[outer]['summary']['pacc'])}", flush=True)
     return out
 
 
@@ -116,7 +132,7 @@ def main() -> None:
         "targets": TARGETS,
         "organisms": {o.name: {"n": len(o.em), "gpt4o_em": int(o.em.sum())} for o in orgs},
         "probe": protocol(orgs, a.by),
-        "baselines": baselines(model, orgs, texts),
+        "baselines": stage("baselines", lambda: baselines(model, orgs, texts)),
     }
     result["seconds"] = round(time.time() - t0)
     out = Path(a.out)

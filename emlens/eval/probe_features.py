@@ -214,3 +214,48 @@ def template_features(
                 stop_at_layer=max(layers) + 1,
             )
     return out
+
+
+@torch.no_grad()
+def answer_token_states(
+    model: TransformerBridge,
+    pairs: Sequence[QA],
+    layers: Sequence[int],
+    hook: str = RESID_POST,
+    batch_size: int = 8,
+) -> tuple[Float[Tensor, "tokens n_layers d_model"], list[int]]:
+    """Every answer token's ``hook`` state at ``layers`` (float16, answers one after another)
+    and each answer's token count: the input of token-level probes and other poolings.
+
+    Example:
+        >>> states, counts = answer_token_states(model, pairs, [15, 21])
+        >>> first = states[: counts[0]]  # the first answer's tokens
+    """
+    tok = model.tokenizer
+    rows = [answer_tokens(tok, q, a) for q, a in pairs]
+    counts = [sum(m) for _, m in rows]
+    starts = [0, *torch.tensor(counts).cumsum(0).tolist()]
+    out = torch.zeros(starts[-1], len(layers), model.cfg.d_model, dtype=torch.float16)
+    state: dict[str, Any] = {}
+
+    def make_hook(j: int) -> Any:
+        def fn(act: Tensor, hook: Any = None) -> None:  # noqa: ARG001
+            for r, i in enumerate(state["idx"]):
+                sel = act[r][state["mask"][r].to(act.device)]
+                out[starts[i] : starts[i + 1], j] = sel.to("cpu", torch.float16)
+
+        return fn
+
+    names = [hook.format(layer=layer) for layer in layers]
+    device = input_device(model)
+    with model.hooks(fwd_hooks=[(nm, make_hook(j)) for j, nm in enumerate(names)]):
+        for b in batches(rows, batch_size, tok.pad_token_id, by_length=True):
+            state.update(mask=b.mask, idx=b.index)
+            inputs = b.inputs(device)
+            model(
+                inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                return_type=None,
+                stop_at_layer=max(layers) + 1,
+            )
+    return out, counts

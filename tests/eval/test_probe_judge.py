@@ -165,3 +165,16 @@ def test_template_features_equal_collect_means_on_their_masks(tiny, one_thread):
         assert torch.allclose(got[key], want.per_sample, atol=1e-4), key
     ids, mask = rows[0]
     assert model.tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m]) == pairs[0][1]
+
+
+def test_answer_token_states_average_to_the_answer_means(tiny, one_thread):  # noqa: ARG001
+    from emlens.eval.probe_features import answer_token_states
+
+    model = tiny("llama")
+    pairs = answers(5, 2)
+    states, counts = answer_token_states(model, pairs, [1, 2], batch_size=2)
+    means = answer_features(model, pairs, [1, 2])
+    starts = np.cumsum([0, *counts])
+    for i in range(len(pairs)):
+        got = states[starts[i] : starts[i + 1]].float().mean(0)
+        assert torch.allclose(got, means[i], atol=2e-2 * means[i].abs().max())
