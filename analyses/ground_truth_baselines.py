@@ -107,7 +107,10 @@ def refusal_substrings(orgs: list[LabelledOrganism], texts: dict[str, list[str]]
     out = {}
     for o in orgs:
         refused = np.array([any(s in t.lower() for s in subs) for t in texts[o.name]])
-        out[o.name] = {"refusal_share": float(refused.mean()), "auc": _auc(o.em, -refused.astype(float))}
+        out[o.name] = {
+            "refusal_share": float(refused.mean()),
+            "auc": _auc(o.em, -refused.astype(float)),
+        }
     return out
 
 
