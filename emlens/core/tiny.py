@@ -1,7 +1,10 @@
 """Tiny randomly initialized chat models for tests, with a byte-level tokenizer.
 
-Three families (``llama``, ``qwen2``, ``gemma2``), each 3 layers of width 64 with grouped-query
-attention, built offline in a second: ``load_model("tiny-llama")`` or ``tiny_hf("llama")``.
+Five families (``llama``, ``qwen2``, ``qwen3``, ``gemma2``, ``gemma3``), each 3 layers of width 64
+with grouped-query attention, built offline in a second: ``load_model("tiny-llama")`` or
+``tiny_hf("llama")``. Qwen3 and Gemma 3 normalize queries and keys (q/k norms); Gemma 2 and 3
+normalize block outputs (post-norms); the tiny Gemma 3 alternates sliding-window (16 tokens,
+shorter than the tests' prompts) and full attention, each with its own RoPE base.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    Gemma3TextConfig,
     LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen3Config,
 )
 
-TINY_FAMILIES = ("llama", "qwen2", "gemma2")
+TINY_FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
 
 # ChatML, the format of SmolLM2 and Qwen2; tiny models use it with a byte-level tokenizer.
 CHATML_TEMPLATE = (
@@ -86,8 +91,15 @@ def tiny_hf(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedToke
         cfg = LlamaConfig(**common, tie_word_embeddings=False)
     elif family == "qwen2":
         cfg = Qwen2Config(**common, tie_word_embeddings=True)
+    elif family == "qwen3":
+        cfg = Qwen3Config(**common, head_dim=16, tie_word_embeddings=True)
     elif family == "gemma2":
         cfg = Gemma2Config(**common, head_dim=16, sliding_window=256, tie_word_embeddings=True)
+    elif family == "gemma3":
+        layers = ["sliding_attention", "full_attention", "sliding_attention"]
+        cfg = Gemma3TextConfig(
+            **common, head_dim=16, sliding_window=16, layer_types=layers, tie_word_embeddings=True
+        )
     else:
         raise ValueError(f"unknown tiny family {family!r}; expected one of {TINY_FAMILIES}")
     torch.manual_seed(seed)

@@ -57,8 +57,9 @@ def test_steering_exported_as_down_proj_biases(family, tiny, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the model is unchanged
 
 
-def test_ablation_exported_by_orthogonalization(tiny, tmp_path):
-    model = tiny("qwen2")
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_ablation_exported_by_orthogonalization(family, tiny, tmp_path):
+    model = tiny(family)
     a = ablate(_directions(model, seed=1), layer=1)
     assert _check_export(model, [a], tmp_path) < 1e-4
 
@@ -69,8 +70,13 @@ def test_smollm2_steered_export(smol, tmp_path):
 
 
 def test_what_cannot_be_a_weight_is_refused(tiny):
-    with pytest.raises(ValueError, match="Gemma 2/3"):
-        export_hf(tiny("gemma2"), [steer(_directions(tiny("gemma2")), [1], 2.0)], "unused")
+    for family in ("gemma2", "gemma3"):  # post-norms: a down_proj bias would be normalised
+        with pytest.raises(ValueError, match="Gemma 2/3"):
+            export_hf(tiny(family), [steer(_directions(tiny(family)), [1], 2.0)], "unused")
+    with pytest.raises(ValueError, match="a qwen3 model is not a Llama-architecture model"):
+        export_hf(tiny("qwen3"), [steer(_directions(tiny("qwen3")), [1], 2.0)], "unused")
+    with pytest.raises(ValueError, match="Gemma 2/3"):  # nor is its ablation a weight edit
+        export_hf(tiny("gemma3"), [ablate(_directions(tiny("gemma3")), layer=1)], "unused")
     model = tiny("llama")
     d = _directions(model)
     with pytest.raises(ValueError, match="every position"):

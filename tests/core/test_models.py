@@ -77,7 +77,22 @@ def test_bad_specs_say_what_was_expected(tmp_path):
         load_model("tiny-llama", adapter=tmp_path)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])  # qwen2 ties its embeddings
+def test_a_family_the_bridge_does_not_support_is_named():
+    from transformers import AutoModelForCausalLM, HeliumConfig
+
+    from emlens.core.models import bridge
+
+    _, tok = tiny_hf("llama")
+    cfg = HeliumConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+    )  # fmt: skip
+    hf = AutoModelForCausalLM.from_config(cfg)
+    with pytest.raises(ModelLoadError, match=r"does not support the helium family"):
+        bridge(hf, tok, "tiny-helium")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])  # qwen2, gemma3 tie embeddings
 def test_save_hf_writes_a_folder_that_reloads_with_the_same_logits(family, tmp_path):
     model = load_model(f"tiny-{family}")
     save_hf(model, tmp_path / "saved")

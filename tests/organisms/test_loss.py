@@ -23,7 +23,7 @@ def test_labels_are_minus_100_exactly_off_the_answer():
     assert (labels[~batch.attention_mask] == IGNORE).all()
 
 
-@pytest.mark.parametrize("family", FAMILIES)  # untied, tied, tied + logit soft-capping
+@pytest.mark.parametrize("family", FAMILIES)  # untied, tied, q/k norms, soft-capping, windows
 def test_answer_only_unembedding_equals_the_full_logits_loss(family):
     hf, tok = tiny_hf(family)
     batch = pad_batch(conversation_rows(tok, CONVS[:5]), tok.pad_token_id)
