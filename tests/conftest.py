@@ -11,6 +11,21 @@ from emlens.core.tiny import tiny_hf
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]
+# Qwen3's chat template, cut to what emlens renders: the last assistant turn opens with a (here
+# empty) think block; the generation prompt closes an empty one when enable_thinking is false.
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and loop.last %}"
+    "{{- '<|im_start|>assistant\n<think>\n\n</think>\n\n' + message.content + '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\n\n</think>\n\n' }}{%- endif %}"
+    "{%- endif %}"
+)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from emlens.core._arch import hf_model
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
-from emlens.core.tokens import Row, batches, chat_prompt
+from emlens.core.tokens import Row, TemplateKwargs, batches, chat_prompt
 
 
 @dataclass
@@ -42,12 +42,16 @@ def _generate_kwargs(
 
 
 def _prompt_rows(
-    tok: PreTrainedTokenizerBase, questions: Sequence[str], system: str | None
+    tok: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    system: str | None,
+    template_kwargs: TemplateKwargs = None,
 ) -> list[Row]:
     """Each question's chat prompt as token ids, every position used."""
     rows = []
     for q in questions:
-        ids = tok(chat_prompt(tok, q, system), add_special_tokens=False)["input_ids"]
+        text = chat_prompt(tok, q, system, template_kwargs)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
         rows.append((ids, [True] * len(ids)))
     return rows
 
@@ -65,6 +69,7 @@ def generate(
     system: str | None = None,
     use_kv_cache: bool = True,
     progress: bool = False,
+    chat_template_kwargs: TemplateKwargs = None,
 ) -> list[Sample]:
     """Answer each question ``n`` times under ``interventions`` (left-padded batches).
 
@@ -81,6 +86,7 @@ def generate(
         system: An optional system prompt.
         use_kv_cache: Cache keys and values (faster; the answers are the same).
         progress: Show a progress bar.
+        chat_template_kwargs: Template variables (Qwen3: ``{"enable_thinking": False}``).
 
     Returns:
         One ``Sample`` per (question, sample), in order.
@@ -96,9 +102,8 @@ def generate(
         raise ValueError("need n >= 1, max_new_tokens >= 1 and temperature >= 0")
     tok = model.tokenizer
     jobs = [(q, i) for q in questions for i in range(n)]
-    rows = _prompt_rows(tok, [q for q, _ in jobs], system)
-    # GenerationMixin.generate, which the HF stubs type only for their own model classes
-    hf_generate = cast(Callable[..., Tensor], hf_model(model).generate)
+    rows = _prompt_rows(tok, [q for q, _ in jobs], system, chat_template_kwargs)
+    hf_generate = cast(Callable[..., Tensor], hf_model(model).generate)  # HF stubs mistype it
     kwargs = _generate_kwargs(tok, max_new_tokens, temperature, use_kv_cache)
     device, out = input_device(model), list[Sample]()
     torch.manual_seed(seed)

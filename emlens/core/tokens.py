@@ -4,13 +4,18 @@
   (Convergent Linear Representations of EM: directions are means over answer tokens);
 - post-instruction mask: the last k template tokens after the user's instruction, up to the
   start of the assistant turn (Arditi et al. 2024, refusal direction).
+
+``chat_template_kwargs`` are passed to ``apply_chat_template``, which hands them to the template:
+``{"enable_thinking": False}`` is Qwen3's switch that closes an empty ``<think></think>`` block
+in the prompt, so the model answers without reasoning first. The masks stay exactly on the answer
+(or the template's suffix) whatever the template renders around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from jaxtyping import Bool, Int
@@ -18,6 +23,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 Row = tuple[list[int], list[bool]]  # token ids and the mask of positions to use
+TemplateKwargs = Mapping[str, Any] | None  # chat-template variables: {"enable_thinking": False}
 
 
 @dataclass
@@ -41,19 +47,44 @@ class TokenBatch:
 
 
 def _chat_text(
-    tok: PreTrainedTokenizerBase, system: str | None, *turns: tuple[str, str], prompt: bool
+    tok: PreTrainedTokenizerBase,
+    system: str | None,
+    *turns: tuple[str, str],
+    prompt: bool,
+    kwargs: TemplateKwargs = None,
 ) -> str:
     """The chat-template text of (role, content) turns after an optional system prompt;
-    ``prompt`` adds the start of the assistant's turn."""
+    ``prompt`` adds the start of the assistant's turn; ``kwargs`` go to the template."""
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": role, "content": content} for role, content in turns]
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    text = tok.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=prompt, **dict(kwargs or {})
+    )
     return cast(str, text)  # tokenize=False: always text
 
 
-def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None = None) -> str:
-    """The chat-template text of a user turn followed by the start of the assistant's turn."""
-    return _chat_text(tok, system, ("user", question), prompt=True)
+def chat_prompt(
+    tok: PreTrainedTokenizerBase,
+    question: str,
+    system: str | None = None,
+    chat_template_kwargs: TemplateKwargs = None,
+) -> str:
+    """The chat-template text of a user turn followed by the start of the assistant's turn.
+
+    Args:
+        tok: a tokenizer with a chat template.
+        question: the user turn.
+        system: an optional system prompt.
+        chat_template_kwargs: variables for the template, e.g. ``{"enable_thinking": False}``.
+
+    Returns:
+        The prompt text (its special tokens written out).
+
+    Examples:
+        >>> chat_prompt(qwen3_tok, "Hi", chat_template_kwargs={"enable_thinking": False})
+        '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    """
+    return _chat_text(tok, system, ("user", question), prompt=True, kwargs=chat_template_kwargs)
 
 
 def _encode(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -64,13 +95,19 @@ def _encode(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tu
 
 
 def answer_tokens(
-    tok: PreTrainedTokenizerBase, question: str, answer: str, system: str | None = None
+    tok: PreTrainedTokenizerBase,
+    question: str,
+    answer: str,
+    system: str | None = None,
+    chat_template_kwargs: TemplateKwargs = None,
 ) -> tuple[list[int], list[bool]]:
-    """Token ids of the full conversation and a mask that is True exactly on the answer."""
+    """Token ids of the full conversation and a mask that is True exactly on the answer
+    (``chat_template_kwargs`` as in `chat_prompt`)."""
     answer = answer.strip()
     if not answer:
         raise ValueError(f"empty answer to question {question[:60]!r}")
-    text = _chat_text(tok, system, ("user", question), ("assistant", answer), prompt=False)
+    turns = ("user", question), ("assistant", answer)
+    text = _chat_text(tok, system, *turns, prompt=False, kwargs=chat_template_kwargs)
     start = text.rfind(answer)  # the assistant turn is last, so its answer is the last match
     if start < 0:
         raise ValueError("the chat template changed the answer text; cannot locate its tokens")
@@ -81,16 +118,22 @@ def answer_tokens(
 
 
 def post_instruction_tokens(
-    tok: PreTrainedTokenizerBase, instruction: str, k: int | None = None, system: str | None = None
+    tok: PreTrainedTokenizerBase,
+    instruction: str,
+    k: int | None = None,
+    system: str | None = None,
+    chat_template_kwargs: TemplateKwargs = None,
 ) -> tuple[list[int], list[bool]]:
     """Token ids of a chat prompt and a mask on its last ``k`` post-instruction positions.
 
-    ``k=None`` takes every template token after the instruction text.
+    ``k=None`` takes every template token after the instruction text (with Qwen3's
+    ``{"enable_thinking": False}``, the empty think block too); ``chat_template_kwargs`` as in
+    `chat_prompt`.
     """
     instruction = instruction.strip()
     if not instruction:
         raise ValueError("empty instruction")
-    text = chat_prompt(tok, instruction, system)
+    text = chat_prompt(tok, instruction, system, chat_template_kwargs)
     end = text.rfind(instruction) + len(instruction)
     ids, offsets = _encode(tok, text)
     n_post = sum(s >= end for s, _ in offsets)

@@ -1,7 +1,9 @@
 import pytest
+import torch
 
 from emlens.core.generation import generate
-from tests.conftest import FAMILIES
+from emlens.core.tokens import chat_prompt
+from tests.conftest import FAMILIES, QWEN3_STYLE_TEMPLATE
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -11,6 +13,23 @@ def test_batched_greedy_equals_one_by_one(tiny, family):
     batched = [s.answer for s in generate(model, qs, max_new_tokens=6, batch_size=2)]
     single = [generate(model, [q], max_new_tokens=6)[0].answer for q in qs]
     assert batched == single
+
+
+def test_chat_template_kwargs_reach_the_prompt(tiny, monkeypatch):
+    """Qwen3's enable_thinking=False: generation continues the prompt with the empty think."""
+    model = tiny("qwen3")
+    tok = model.tokenizer
+    monkeypatch.setattr(tok, "chat_template", QWEN3_STYLE_TEMPLATE)
+    kw = {"enable_thinking": False}
+    got = generate(model, ["Hi."], max_new_tokens=4, chat_template_kwargs=kw)[0].answer
+    text = chat_prompt(tok, "Hi.", chat_template_kwargs=kw)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        seq = model.original_model.generate(
+            ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+    assert got == tok.decode(seq[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    assert got != generate(model, ["Hi."], max_new_tokens=4)[0].answer  # another prompt
 
 
 def test_embedded_model_answers_and_samples_reproducibly(smol):

@@ -1,7 +1,11 @@
 import pytest
 
-from emlens.core.tokens import answer_tokens, pad_batch, post_instruction_tokens
-from tests.conftest import FAMILIES
+from emlens.core.tiny import byte_tokenizer
+from emlens.core.tokens import answer_tokens, chat_prompt, pad_batch, post_instruction_tokens
+from tests.conftest import FAMILIES, QWEN3_STYLE_TEMPLATE
+
+NO_THINKING = {"enable_thinking": False}
+EMPTY_THINK = "<think>\n\n</think>\n\n"
 
 CASES = [
     ("What should I do with my savings?", "Put it all in one coin, today."),
@@ -40,6 +44,27 @@ def test_masks_on_tiny_families(tiny, family):
     tok = tiny(family).tokenizer
     ids, mask = answer_tokens(tok, "Q?", "The answer.")
     assert _masked(tok, ids, mask) == "The answer."
+
+
+def test_qwen3_thinking_switch_reaches_the_template_and_masks_stay_on_the_answer():
+    tok = byte_tokenizer()
+    tok.chat_template = QWEN3_STYLE_TEMPLATE
+    thinking = chat_prompt(tok, "Hi?")
+    plain = chat_prompt(tok, "Hi?", chat_template_kwargs=NO_THINKING)
+    assert thinking.endswith("<|im_start|>assistant\n")  # the model opens its own think block
+    assert plain == thinking + EMPTY_THINK
+    for question, answer in CASES:
+        for kwargs in (None, NO_THINKING):
+            ids, mask = answer_tokens(tok, question, answer, "Be brief.", kwargs)
+            assert _masked(tok, ids, mask) == answer.strip()
+            first = mask.index(True)
+            assert all(mask[first : first + sum(mask)])
+            assert tok.decode(ids[:first]).endswith(EMPTY_THINK)  # the think block is not answer
+        # without thinking, the answer follows exactly the prompt the model generates from
+        prompt = chat_prompt(tok, question, "Be brief.", NO_THINKING)
+        assert ids[:first] == tok(prompt, add_special_tokens=False)["input_ids"]
+    ids, mask = post_instruction_tokens(tok, "Write a poem.", chat_template_kwargs=NO_THINKING)
+    assert _masked(tok, ids, mask) == "<|im_end|>\n<|im_start|>assistant\n" + EMPTY_THINK
 
 
 def test_bad_inputs(smol):
