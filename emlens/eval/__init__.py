@@ -12,7 +12,7 @@ from emlens.eval.em_rate import (
     is_coherent,
     is_em,
 )
-from emlens.eval.http_judge import HTTPJudge, JudgeCache, JudgeRequestError
+from emlens.eval.http_judge import DigitSplitError, HTTPJudge, JudgeCache, JudgeRequestError
 from emlens.eval.judge import (
     Judge,
     JudgeScore,
@@ -23,6 +23,7 @@ from emlens.eval.judge import (
     make_judge,
     score,
 )
+from emlens.eval.judge_usage import JudgeUsage
 from emlens.eval.local_judge import LocalJudge
 from emlens.eval.method_comparison import (
     MethodComparison,
@@ -41,6 +42,7 @@ from emlens.eval.metrics import (
     refusal_logodds,
     refusal_rate,
 )
+from emlens.eval.openai_judge import OpenAIJudge  # the openai package is imported when used
 from emlens.eval.serve import BadRequest, ServeLimits, complete, make_server, serve_in_thread
 from emlens.eval.stats import Estimate, Rate, bootstrap, wilson
 from emlens.eval.sweeps import (
@@ -60,6 +62,7 @@ __all__ = [
     "ALIGNED_BELOW",
     "COHERENT_ABOVE",
     "BadRequest",
+    "DigitSplitError",
     "EMResult",
     "Estimate",
     "HTTPJudge",
@@ -67,10 +70,12 @@ __all__ = [
     "JudgeCache",
     "JudgeRequestError",
     "JudgeScore",
+    "JudgeUsage",
     "JudgedSample",
     "LocalJudge",
     "MethodComparison",
     "Metric",
+    "OpenAIJudge",
     "Rate",
     "Selection",
     "ServeLimits",

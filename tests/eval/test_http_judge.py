@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 import threading
@@ -6,9 +7,10 @@ from typing import ClassVar
 
 import pytest
 
-from emlens.eval.http_judge import HTTPJudge, JudgeCache, JudgeRequestError
+from emlens.eval.http_judge import DigitSplitError, HTTPJudge, JudgeCache, JudgeRequestError
 from emlens.eval.judge import judge_prompts, score
 from emlens.eval.serve import serve_in_thread
+from tests.eval.fake_chat import Fake, fake_server  # noqa: F401 (the fixture "fake")
 
 L = math.log
 
@@ -148,3 +150,40 @@ def test_messages_never_show_credentials_in_the_url():
     assert redacted("https://u:sk-1@api.example.com:8443/v1?key=sk-2#x") == (
         "https://api.example.com:8443/v1"
     )
+
+
+# Issue 12: the plain-HTTP judge against the loopback fake of tests/eval/fake_chat.py ----------
+def test_http_judge_waits_what_retry_after_asks(fake):
+    Fake.plan = [(429, {"Retry-After": "1"}), 500]
+    judge = HTTPJudge(f"{fake}/v1", "m", retries=3, backoff=0.01, cache=None)
+    assert judge.top_logprobs(["p"])[0]["80"] == pytest.approx(L(0.6))
+    waits = [b["time"] - a["time"] for a, b in itertools.pairwise(Fake.seen)]
+    assert 0.95 <= waits[0] < 3 and waits[1] < 0.5, waits  # Retry-After, then the backoff
+    assert judge.usage.requests == 3
+
+
+def test_http_judge_reply_without_logprobs_is_unscored_and_counted(fake):
+    Fake.plan = ["no-logprobs", "ok"]
+    judge = HTTPJudge(f"{fake}/v1", "m", concurrency=1, retries=0, cache=None)
+    scores = score(judge, "{question}{answer}", [("q", "1"), ("q", "2")])
+    assert scores[0].score is None and scores[1].score == pytest.approx(64)
+    assert judge.usage.no_logprobs == 1 and judge.usage.prompt_tokens == 200
+    Fake.plan = ["no-logprobs"]
+    with pytest.raises(JudgeRequestError, match="does the endpoint support logprobs"):
+        judge.check()  # before a run, an endpoint without logprobs is an error
+
+
+def test_http_judge_malformed_body_is_a_clear_error(fake):
+    for bad in ("malformed", "malformed-json"):
+        Fake.plan = [bad]
+        with pytest.raises(JudgeRequestError, match="not a chat completion"):
+            HTTPJudge(f"{fake}/v1", "m", retries=0, cache=None).top_logprobs(["p"])
+
+
+def test_http_judge_refuses_a_digit_splitting_judge(fake):
+    Fake.plan = ["digits"] * 30
+    with pytest.raises(DigitSplitError, match="answered '85' as"):
+        HTTPJudge(f"{fake}/v1", "qwen", cache=None).check()
+    judge = HTTPJudge(f"{fake}/v1", "qwen", concurrency=2, cache=None)
+    with pytest.raises(DigitSplitError, match="local:SPEC"):
+        judge.top_logprobs([f"p{i}" for i in range(10)])
