@@ -27,7 +27,13 @@ from typing import Any, Protocol
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.models import load_model
-from emlens.eval._logprobs import MIN_NUMERIC_MASS, TopLogprobs, as_number, merge_tokens
+from emlens.eval._logprobs import (
+    MIN_NUMERIC_MASS,
+    TopLogprobs,
+    as_number,
+    merge_tokens,
+    splits_numbers,
+)
 from emlens.eval.http_judge import HTTPJudge
 from emlens.eval.local_judge import LocalJudge
 
@@ -43,6 +49,7 @@ __all__ = [
     "make_judge",
     "merge_tokens",
     "score",
+    "splits_numbers",
 ]
 
 LABELS = ("REFUSAL", "CODE")
