@@ -109,7 +109,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         journal.unlink()  # the result is saved: nothing left to resume
     _print(res)
     if usage := getattr(judge, "usage", None):
-        print(usage.summary())
+        print(usage.summary(usage.model or judge.name))  # the model the endpoint reported
 
 
 def add_parsers(sub: Any) -> None:
