@@ -31,7 +31,8 @@ from emlens.eval.judge_usage import JudgeUsage
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BUSY_STATUS = {429, 503}  # reachable and serving, just not now
 MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is waited this long, then retried
-REACHABILITY_PROMPT = "Reply with one number from 0 to 100: how clear is this request?"
+# the test request: any judge answers 85; a digit-wise tokenizer shows itself as "8", "5"
+REACHABILITY_PROMPT = "Reply with one number from 0 to 100 and nothing else: what is 40 plus 45?"
 PROBE_TOKENS = 3  # the test request's max_tokens: enough to see "85" arrive as "8", "5"
 DIGIT_ADVICE = (
     "the papers' aggregation reads only the first answer token, so it would score 85 as 8. "
