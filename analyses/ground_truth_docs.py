@@ -17,8 +17,9 @@ import numpy as np
 
 from emlens.report import markdown_table
 
-RESULT = Path("docs/results/ground_truth_probe.json")
-PAGE = Path("docs/evaluation.md")
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "docs/results/ground_truth_probe.json"
+PAGE = ROOT / "docs/evaluation.md"
 BEGIN = "<!-- ground-truth-probe:begin (analyses/ground_truth_docs.py renders this block) -->"
 END = "<!-- ground-truth-probe:end -->"
 OUTER = {"base_model": "base model left out", "domain": "domain left out"}
@@ -123,14 +124,18 @@ def block(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def rendered() -> str:
+    """docs/evaluation.md with its block rendered from the committed JSON."""
     r = json.loads(RESULT.read_text())
     page = PAGE.read_text()
     if BEGIN not in page or END not in page:
-        raise SystemExit(f"{PAGE} has no {BEGIN} ... {END} block to render into")
+        raise ValueError(f"{PAGE} has no {BEGIN} ... {END} block to render into")
     head, rest = page.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    PAGE.write_text(head + block(r) + tail)
+    return head + block(r) + rest.split(END, 1)[1]
+
+
+def main() -> None:
+    PAGE.write_text(rendered())
     print(f"rendered {RESULT} into {PAGE}")
 
 

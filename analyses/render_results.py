@@ -34,6 +34,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import _facts_ground_truth
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/results"
 TEMPLATE = ROOT / "analyses/templates/results_README.md"
@@ -328,6 +330,7 @@ FACTS: tuple[Callable[[], dict[str, str]], ...] = (
     facts_probes_and_judge,
     facts_elasticity,
     facts_circuits,
+    *_facts_ground_truth.FACTS,
 )
 
 

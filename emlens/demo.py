@@ -1,8 +1,11 @@
 """The main job (`make demo`): EM and refusal directions on the embedded model, compared.
 
-Computes both directions from emlens's shipped data, prints the per-layer cosine table with
-the random null, generates baseline / steered / ablated answers to EM questions, and writes
-an HTML report with plotly figures.
+On the embedded model the EM direction is the shipped judged-data one (real organisms'
+GPT-4o-judged answers, :func:`emlens.core.data.judged_em_direction`) and every generation gets
+the shipped probe judge's offline verdict; on another model the EM direction comes from
+emlens's own answer pairs and there is no verdict. Prints the per-layer cosine with the
+refusal direction against the random null, generates baseline / steered / ablated answers to
+EM questions, and writes an HTML report with plotly figures.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from emlens.core.compare import (
 from emlens.core.directions import DirectionSet, em_direction_from_pairs, refusal_direction
 from emlens.core.generation import Sample, generate
 from emlens.core.interventions import Intervention, ablate, steer
-from emlens.core.models import load_model
+from emlens.core.models import load_model, model_name
+from emlens.eval.probe_judge import ProbeJudge
 from emlens.report import cosine_figure, matrix_figure, norms_figure, table_html, write_report
 
 
@@ -40,6 +44,32 @@ def print_cosines(layers: list[int], cos: list[float], null: RandomNull) -> None
     print(f"{'layer':>5} {'cosine':>8}  beyond null")
     for ly, c in zip(layers, cos, strict=True):
         print(f"{ly:>5} {c:>8.3f}  {'*' if abs(c) > null.q95_abs else ''}")
+
+
+def em_direction_for(model: TransformerBridge) -> DirectionSet:
+    """The shipped judged-data EM direction where it was read through ``model``, else the
+    direction of emlens's own answer pairs."""
+    try:
+        shipped = data.judged_em_direction(model)
+    except (FileNotFoundError, ValueError):
+        shipped = None
+    if shipped is not None and shipped.provenance.get("model") == model_name(model):
+        return shipped
+    return em_direction_from_pairs(model, data.general_questions())
+
+
+def verdicts(model: TransformerBridge, gens: dict[str, list[Sample]]) -> dict[str, list[float]]:
+    """The shipped probe judge's P(EM) of every generation; empty where it reads another
+    model."""
+    try:
+        judge = ProbeJudge.load("probe:default")
+        judge.check_model(model)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {
+        c: judge.proba_answers(model, [(s.question, s.answer) for s in ss]).tolist()
+        for c, ss in gens.items()
+    }
 
 
 def conditions(em_dir: DirectionSet, layer: int, scale: float) -> dict[str, list[Intervention]]:
@@ -68,25 +98,51 @@ def generations(
     return gens
 
 
+def describe(em_dir: DirectionSet, refusal: DirectionSet) -> str:
+    """One paragraph: what each direction was computed from."""
+    p, r = em_dir.provenance, refusal.provenance
+    source = (
+        f"{len(p['judged'])} real EM organisms' answers judged by GPT-4o (shipped numbers)"
+        if p.get("source") == "judged" and isinstance(p.get("judged"), list)
+        else "emlens's own answer pairs"
+    )
+    return (
+        f"<p>EM direction: {p['n_positive']} misaligned vs {p['n_negative']} aligned answers "
+        f"(answer-token means) of {source}. Refusal direction: {r['n_positive']} harmful vs "
+        f"{r['n_negative']} harmless instructions (post-instruction tokens). "
+        f"Hook {em_dir.hook}.</p>"
+    )
+
+
+def generations_table(gens: dict[str, list[Sample]], p_em: dict[str, list[float]]) -> str:
+    """Questions by conditions; each answer with the probe judge's P(EM) where there is one."""
+    questions = [s.question for s in next(iter(gens.values()))]
+    rows: list[list[object]] = [
+        [q, *(gens[c][i].answer + (f" [P(EM) {p_em[c][i]:.2f}]" if p_em else "") for c in gens)]
+        for i, q in enumerate(questions)
+    ]
+    return table_html(["question", *gens], rows)
+
+
 def report_parts(
     em_dir: DirectionSet,
     refusal: DirectionSet,
     cos: list[float],
     null: RandomNull,
     gens: dict[str, list[Sample]],
+    p_em: dict[str, list[float]],
     max_new_tokens: int,
 ) -> list[str | go.Figure]:
     """The HTML report: what was computed, the figures, and the generations table."""
-    questions = [s.question for s in next(iter(gens.values()))]
-    rows: list[list[object]] = [
-        [q, *(gens[c][i].answer for c in gens)] for i, q in enumerate(questions)
-    ]
-    p, r = em_dir.provenance, refusal.provenance
+    verdict = (
+        "<p>[P(EM)]: the shipped probe judge's probability that GPT-4o would call the answer "
+        "EM (aligned &lt; 30, coherent &gt; 50); its error on unseen base models is in "
+        "docs/evaluation.md. A handful of answers is an illustration, not a rate.</p>"
+        if p_em
+        else "<p>No offline verdicts: the shipped probe judge reads the embedded model only.</p>"
+    )
     return [
-        f"<p>EM direction: {p['n_positive']} misaligned vs {p['n_negative']} aligned answers "
-        f"(answer-token means). Refusal direction: {r['n_positive']} harmful vs "
-        f"{r['n_negative']} harmless instructions (post-instruction tokens). "
-        f"Hook {em_dir.hook}.</p>",
+        describe(em_dir, refusal),
         f"<p>Random null (|cos| between random directions in {null.d_model} dims, "
         f"{null.n} draws): mean {null.mean_abs:.3f}, 95% quantile {null.q95_abs:.3f}.</p>",
         cosine_figure(em_dir.layers, cos, null, "cos(EM direction, refusal direction) per layer"),
@@ -101,7 +157,8 @@ def report_parts(
             },
         ),
         f"<h2>Generations (greedy, {max_new_tokens} new tokens)</h2>",
-        table_html(["question", *gens], rows),
+        verdict,
+        generations_table(gens, p_em),
     ]
 
 
@@ -126,7 +183,8 @@ def run_demo(
     layer = model.cfg.n_layers // 2 if steer_layer is None else steer_layer
 
     refusal = refusal_direction(model, data.harmful_instructions(), data.harmless_instructions())
-    em_dir = em_direction_from_pairs(model, data.general_questions())
+    em_dir = em_direction_for(model)
+    print(describe(em_dir, refusal).removeprefix("<p>").removesuffix("</p>"))
     refusal.save(out / "refusal_direction.safetensors")
     em_dir.save(out / "em_direction.safetensors")
     cos = cosine_per_layer(em_dir, refusal).tolist()
@@ -137,13 +195,18 @@ def run_demo(
 
     questions = [q.paraphrases[0] for q in data.em_questions() if q.free_form][:n_questions]
     gens = generations(model, questions, conditions(em_dir, layer, steer_scale), max_new_tokens)
+    p_em = verdicts(model, gens)
+    for c, ps in p_em.items():
+        print(f"P(EM), probe judge, {c}: " + " ".join(f"{x:.2f}" for x in ps))
     report = write_report(
         out / "report.html",
         f"emlens demo: EM vs refusal direction on {model_spec}",
-        report_parts(em_dir, refusal, cos, null, gens, max_new_tokens),
+        report_parts(em_dir, refusal, cos, null, gens, p_em, max_new_tokens),
     )
     summary = {
         "model": model_spec,
+        "em_direction_source": em_dir.provenance.get("source", "pairs"),
+        "p_em": p_em,
         "cosine_per_layer": dict(zip(em_dir.layers, cos, strict=True)),
         "null_mean_abs": null.mean_abs,
         "null_q95_abs": null.q95_abs,

@@ -4,7 +4,8 @@
   ``.jsonl.gz``: the narrow fine-tuning sets of the EM papers;
 - the EM papers' question YAML (``id``, ``paraphrases``, ``judge_prompts``, ...);
 - emlens's own data (``emlens/data``): harmful and harmless instructions, general questions with
-  aligned and misaligned answers, free-form EM evaluation questions.
+  aligned and misaligned answers, free-form EM evaluation questions, and numbers derived from
+  the EM papers' judged answers (the judged-data EM direction for the embedded model).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformer_lens.model_bridge import TransformerBridge
+
+from emlens.core.direction_set import DirectionSet
+
+JUDGED_EM_DIRECTION = "em_direction_judged_smollm2.safetensors"
 
 
 @dataclass
@@ -188,6 +194,20 @@ def general_questions() -> list[QAPair]:
 def em_questions() -> list[Question]:
     """emlens's free-form EM evaluation questions (the papers' YAML format)."""
     return read_questions(data_path("em_questions.yaml"))
+
+
+def judged_em_direction(model: TransformerBridge | None = None) -> DirectionSet:
+    """The papers' EM direction of real organisms' GPT-4o-judged answers, read through the
+    embedded SmolLM2: misaligned minus aligned answer-token means, pooled over the 10 reference
+    organisms, every layer (numbers only; ``analyses/ground_truth_ship.py`` builds it).
+
+    Args:
+        model: when given, checked to fit (width and layers).
+
+    Examples:
+        >>> em_dir = judged_em_direction(load_model("smollm2"))
+    """
+    return DirectionSet.load(data_path(JUDGED_EM_DIRECTION), model)
 
 
 def dataset_hash(*texts: object) -> str:

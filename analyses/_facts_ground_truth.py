@@ -1,0 +1,53 @@
+"""The results page's facts from the ground-truth analyses' JSON (1b and 2 re-measured on the
+EM papers' GPT-4o-judged answers); used by ``render_results.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs/results"
+DEEP = range(12, 30)  # the middle and late layers the page summarises
+
+
+def _load(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _span(values: Any, fmt: str = ".2f") -> str:
+    vs = sorted(float(v) for v in values)
+    lo, hi = f"{vs[0]:{fmt}}", f"{vs[-1]:{fmt}}"
+    return lo if lo == hi else f"{lo}-{hi}" if vs[0] >= 0 else f"{lo} to {hi}"
+
+
+def facts_gt_convergence() -> dict[str, str]:
+    """1b the papers' way: per-organism directions from judged answers, read through SmolLM2."""
+    r = _load("ground_truth_convergence.json")
+    idx = [r["layers"].index(x) for x in DEEP]
+    mean = {k: [r["mean_cos"][k][i] for i in idx] for k in r["mean_cos"]}
+    null = {k: [r["null_q95"][k][i] for i in idx] for k in r["null_q95"]}
+    halves = np.array(r["split_half"])[:, idx].mean(0)
+    pairs_dir = np.array(r["cos_with_pairs_direction"])[:, idx]
+    return {
+        "gt_n_orgs": str(len(r["organisms"])),
+        "gt_layers": f"{DEEP[0]}-{DEEP[-1]}",
+        "gt_seed": _span(mean["seed"]),
+        "gt_domain": _span(mean["domain"]),
+        "gt_base": _span(mean["base"]),
+        "gt_neither": _span(mean["neither"]),
+        "gt_null_max": f"{max(max(v) for v in null.values()):.2f}",
+        "gt_null_cross_max": f"{max(max(null[k]) for k in ('base', 'domain', 'neither')):.2f}",
+        "gt_split_half": _span(halves),
+        "gt_pairs_dir": _span(pairs_dir.mean(0)),
+        "gt_pairs_dir_max": f"{np.abs(pairs_dir).max():.2f}",
+        "gt_shuffles": str(r["shuffles"]),
+        "gt_n_mis": _span(r["n_misaligned"], ".0f"),
+        "gt_n_ali": _span(r["n_aligned"], ".0f"),
+        "gt_conv_minutes": f"{r['seconds'] / 60:.0f}",
+    }
+
+
+FACTS = (facts_gt_convergence,)

@@ -1,0 +1,115 @@
+"""Ground truth, stage 3: the numbers emlens ships for the embedded model (no reference text).
+
+    .venv/bin/python analyses/ground_truth_features.py   # stage 1, once (cached in out/)
+    .venv/bin/python analyses/ground_truth_probe.py      # stage 2: the held-out figures
+    .venv/bin/python analyses/ground_truth_ship.py       # writes emlens/data/*_smollm2.*
+
+Two files, fitted on all 10 reference organisms' GPT-4o-judged answers read through SmolLM2:
+
+- ``probe_judge_smollm2.safetensors``: the default probe judge (``probe:default``), layers and
+  C chosen by leaving one base model out, with the held-out figures of stage 2 in its metadata
+  (``held_out``: what to expect on a base model it has not seen);
+- ``em_direction_judged_smollm2.safetensors``: the papers' EM direction from judged answers,
+  pooled over the organisms (token-weighted mean over answer tokens of every misaligned
+  answer minus every aligned one, the papers' split), every layer, with the zero-ablation
+  diagnostic. The demo steers with it.
+
+Both are numbers derived from the reference files; neither holds any of their text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ground_truth_features import CACHE, LAYERS, REFERENCE, organism_features
+from ground_truth_probe import labelled
+
+from emlens.core.ablation import first_means, from_means
+from emlens.core.direction_set import DirectionSet
+from emlens.core.models import model_name
+from emlens.core.tokens import answer_tokens
+from emlens.eval.judge_validation import fit_on
+from emlens.eval.judged import Thresholds
+from emlens.eval.probe_judge import default_path
+from emlens.eval.reference import Organism, read_organisms
+
+DATA = Path("emlens/data")
+PROBE_RESULT = Path("docs/results/ground_truth_probe.json")
+
+
+def pooled_direction(model: Any, orgs: list[Organism], xs: list[np.ndarray]) -> DirectionSet:
+    """mean over answer tokens of all misaligned answers minus all aligned ones, per layer
+    (each answer's cached mean weighted by its number of answer tokens)."""
+    sums = [np.zeros(xs[0].shape[1:]), np.zeros(xs[0].shape[1:])]
+    tokens, answers = [0, 0], [0, 0]
+    ordinary: list[tuple[list[int], list[bool]]] = []  # a few aligned rows, for the diagnostic
+    for o, x in zip(orgs, xs, strict=True):
+        pos = {id(a): i for i, a in enumerate(o.judged)}
+        for k, group in enumerate(o.judged.split(Thresholds())):
+            answers[k] += len(group)
+            for a in group:
+                ids, mask = answer_tokens(model.tokenizer, a.question, a.answer)
+                sums[k] += sum(mask) * x[pos[id(a)]]
+                tokens[k] += sum(mask)
+                if k == 1 and len(ordinary) < 8:
+                    ordinary.append((ids, mask))
+    mis, ali = (
+        torch.as_tensor(s / t, dtype=torch.float32) for s, t in zip(sums, tokens, strict=True)
+    )
+    prov = {
+        "kind": "em",
+        "source": "judged",
+        "judged": [o.name for o in orgs],
+        "thresholds": vars(Thresholds()),
+        "n_positive": answers[0],
+        "n_negative": answers[1],
+        "tokens_positive": tokens[0],
+        "tokens_negative": tokens[1],
+        "model": model_name(model),
+        "n_layers": model.cfg.n_layers,
+        "d_model": model.cfg.d_model,
+        "built_by": "analyses/ground_truth_ship.py",
+    }
+    ds = DirectionSet(mis - ali, LAYERS, provenance=prov)
+    first = first_means(model, ordinary, ds.hook, LAYERS)
+    diag = from_means(ali, first, ds.vectors, LAYERS)
+    ds.provenance["ablation_diagnostic"] = {str(k): v for k, v in diag.items()}
+    return ds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reference", default=str(REFERENCE))
+    p.add_argument("--out", default=str(DATA))
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    from emlens.core.models import load_model
+
+    model = load_model("smollm2")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    orgs, _ = labelled(model, a.reference)
+    judge = fit_on(orgs, "smollm2", by="base_model")
+    held = json.loads(PROBE_RESULT.read_text())["probe"]
+    judge.meta["held_out"] = {
+        "source": str(PROBE_RESULT),
+        "summary": {k: v["summary"]["pacc"] for k, v in held.items()},
+    }
+    judge.save(out / default_path().name)
+    print(f"probe: layers {judge.layers}, C {judge.meta['validation']['best']['C']}")
+
+    refs = read_organisms(a.reference)
+    xs = [f.numpy().astype(np.float64) for f in organism_features(model, refs, CACHE, False)]
+    ds = pooled_direction(model, refs, xs)
+    ds.save(out / "em_direction_judged_smollm2.safetensors")
+    print(f"direction: {ds.provenance['n_positive']} misaligned vs {ds.provenance['n_negative']}")
+
+
+if __name__ == "__main__":
+    main()
