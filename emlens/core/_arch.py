@@ -3,7 +3,7 @@
 The rest of emlens addresses activations by TransformerLens hook names; only this module names
 an HF module path (``o_proj``, ``down_proj``, the decoder's ``layers``), a family's extra norms
 (Gemma 2/3 normalize each block output before the residual add) or its logit soft-cap.
-Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2) and Gemma 2/3.
+Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2), Qwen3 and Gemma 2/3.
 """
 
 from __future__ import annotations

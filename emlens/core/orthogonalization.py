@@ -35,7 +35,7 @@ def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> Trans
 
     Embedding, attention output and MLP output matrices (and biases) are projected:
     W <- (I - r r^T) W. Equivalent to an every-layer ``Ablate`` for pre-norm blocks (Llama,
-    Qwen2, Mistral); sandwich-norm blocks (Gemma 2/3) raise. Each weight is projected on its
+    Qwen2, Qwen3, Mistral); sandwich-norm blocks (Gemma 2/3) raise. Each weight is projected on its
     own device in float32 and cast back to its dtype; the new bridge runs where the model does.
 
     Args:
