@@ -77,6 +77,38 @@ def test_bad_specs_say_what_was_expected(tmp_path):
         load_model("tiny-llama", adapter=tmp_path)
 
 
+def test_multimodal_gemma3_is_hooked_through_its_language_model():
+    """Gemma 3 4B-27B checkpoints are Gemma3ForConditionalGeneration (what AutoModelForCausalLM
+    loads them as); on text their bridge is the language model, post-norms included."""
+    from transformers import AutoModelForCausalLM, Gemma3Config, SiglipVisionConfig
+
+    from emlens.core._arch import blocks, writer_hooks
+    from emlens.core.models import bridge
+    from emlens.core.orthogonalization import orthogonalize
+
+    text, tok = tiny_hf("gemma3")
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14,
+    )  # fmt: skip
+    cfg = Gemma3Config(
+        text_config=text.config, vision_config=vision, mm_tokens_per_image=4,
+        image_token_index=len(tok), architectures=["Gemma3ForConditionalGeneration"],
+    )  # fmt: skip
+    hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    missing = hf.model.language_model.load_state_dict(text.model.state_dict())
+    assert not missing.missing_keys and torch.equal(hf.lm_head.weight, text.lm_head.weight)
+    ids = _ids(tok)
+    with torch.no_grad():
+        want = text(ids).logits
+        model = bridge(hf.eval(), tok, "tiny-gemma3-vision")
+        got = model(ids)
+    assert (got - want).abs().max() <= 1e-4  # the text model's logits, through the bridge
+    assert len(blocks(hf)) == 3 and writer_hooks(model, 0)[1] == "blocks.0.ln2_post.hook_out"
+    with pytest.raises(ValueError, match="Gemma 2/3"):
+        orthogonalize(model, torch.ones(64))
+
+
 def test_a_family_the_bridge_does_not_support_is_named():
     from transformers import AutoModelForCausalLM, HeliumConfig
 
