@@ -2,6 +2,7 @@
 
 import ast
 import html
+import json
 import os
 import re
 import subprocess
@@ -42,7 +43,9 @@ def page_text(path: Path) -> str:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    # the tutorial pages without executing the notebooks (minutes): test_notebook_outputs_render
+    # runs the same plugin options with execution on a one-cell notebook
+    env = dict(os.environ, HF_HUB_OFFLINE="1", EMLENS_DOCS_EXECUTE="false")
     run = subprocess.run(
         [*MKDOCS, "-f", str(ROOT / "mkdocs.yml"), "-d", str(out)],
         cwd=ROOT,
@@ -85,14 +88,98 @@ def test_api_page_lists_the_public_names(site, module):
 
 
 def test_no_broken_links_outside_results(site):
-    # mkdocs.yml reports missing link targets as INFO, so that the tutorial notebooks
-    # (written separately) and docs/results/ (re-made by the analyses) cannot break the build.
+    # mkdocs.yml reports missing link targets as INFO, so that docs/results/ (re-made by the
+    # analyses) cannot break the build.
     # Everywhere else a missing target is an error.
     _, log = site
     broken = re.findall(r"Doc file '([^']+)' contains a link '([^']+)', but the target", log)
-    broken = [
-        (page, link)
-        for page, link in broken
-        if not page.startswith("results/") and not re.fullmatch(r"tutorials/[\w.-]+\.ipynb", link)
-    ]
+    broken = [(page, link) for page, link in broken if not page.startswith("results/")]
     assert not broken, f"links to missing files: {broken}"
+
+
+# --- the tutorial notebooks are pages (mkdocs-jupyter), not links to raw .ipynb files ---
+
+TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.ipynb"))
+
+
+def _code(text: str) -> str:
+    """HTML or source reduced to its characters: tags dropped, entities decoded, no spaces."""
+    return re.sub(r"\s+", "", html.unescape(re.sub(r"<[^>]+>", "", text)))
+
+
+def test_tutorials_are_pages_in_the_nav(site):
+    out, _ = site
+    assert len(TUTORIALS) >= 2, "found no tutorial notebooks"
+    home = (out / "index.html").read_text()
+    overview = (out / "tutorials" / "index.html").read_text()
+    for nb in TUTORIALS:
+        assert (out / "tutorials" / nb.stem / "index.html").exists(), f"{nb.name} is not a page"
+        assert f'href="tutorials/{nb.stem}/"' in home, f"{nb.name} is not in the nav"
+        assert f'href="{nb.stem}/"' in overview, f"tutorials.md does not link the {nb.stem} page"
+    assert not re.search(r'href="[^"]*\.ipynb"', home + overview), "a raw .ipynb link is left"
+
+
+@pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_page_shows_every_cell(site, nb):
+    out, _ = site
+    page = (out / "tutorials" / nb.stem / "index.html").read_text()
+    text = _code(page)
+    cells = json.loads(nb.read_text())["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code":
+            assert _code(source) in text, f"{nb.name}: code cell missing:\n{source}"
+    title = next(c for c in cells if c["cell_type"] == "markdown")["source"][0]
+    assert title.startswith("# ") and _code(title[2:]) in text, title
+
+
+def _plugin_options() -> dict:
+    """The mkdocs-jupyter options of mkdocs.yml (as `make docs` reads them)."""
+    from mkdocs.config import load_config
+
+    return dict(load_config(str(ROOT / "mkdocs.yml")).plugins["mkdocs-jupyter"].config)
+
+
+def _notebook(*sources: str) -> str:
+    cells = [
+        {"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None}
+        for s in sources
+    ]
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    meta = {"kernelspec": kernel, "language_info": {"name": "python"}}
+    return json.dumps({"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5})
+
+
+FIGURE = "import plotly.graph_objects as go\n\ngo.Figure(go.Scatter(x=[1, 2], y=[3, 4])).show()"
+
+
+def test_notebook_outputs_render(tmp_path, monkeypatch):
+    # The repo's plugin options and hook, with execution as in `make docs`, on a small notebook:
+    # the page shows the cells' outputs (the real tutorials are stored without outputs), plotly
+    # figures as HTML and no progress bars; and a cell that raises fails the build.
+    monkeypatch.delenv("EMLENS_DOCS_EXECUTE", raising=False)
+    options = _plugin_options()
+    assert options["execute"] is True and options["allow_errors"] is False, options
+    (tmp_path / "docs" / "tutorials").mkdir(parents=True)
+    (tmp_path / "docs" / "index.md").write_text("# Home\n")
+    nb = tmp_path / "docs" / "tutorials" / "t.ipynb"
+    assert "- docs/tutorials/mkdocs_hooks.py" in (ROOT / "mkdocs.yml").read_text()
+    hooks = [str(ROOT / "docs" / "tutorials" / "mkdocs_hooks.py")]
+    config = {"site_name": "t", "plugins": [{"mkdocs-jupyter": options}], "hooks": hooks}
+    (tmp_path / "mkdocs.yml").write_text(json.dumps(config))  # JSON is YAML
+
+    def build(*sources: str) -> subprocess.CompletedProcess:
+        nb.write_text(_notebook(*sources))
+        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        cmd = [*MKDOCS, "-d", str(tmp_path / "site")]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+
+    run = build("print('answer', 6 * 7)", FIGURE, "from tqdm.auto import tqdm\nsum(tqdm([1, 2]))")
+    assert run.returncode == 0, run.stderr.decode()
+    page = (tmp_path / "site" / "tutorials" / "t" / "index.html").read_text()
+    assert _code("print('answer', 6 * 7)") in _code(page), "the code cell is not on the page"
+    assert "answer 42" in page_text(tmp_path / "site" / "tutorials" / "t" / "index.html")
+    assert 'class="plotly-graph-div' in page, "the plotly figure is not shown as HTML"
+    stderr = re.findall(r'data-mime-type="application/vnd\.jupyter\.stderr"[\s>]', page)
+    assert not stderr, "stderr (progress bars) is on the page"
+    assert build("raise ValueError('boom')").returncode != 0, "a failing cell built anyway"
