@@ -22,6 +22,7 @@ RESULT = ROOT / "docs/results/ground_truth_probe.json"
 PAGE = ROOT / "docs/evaluation.md"
 BEGIN = "<!-- ground-truth-probe:begin (analyses/ground_truth_docs.py renders this block) -->"
 END = "<!-- ground-truth-probe:end -->"
+METHODS = ("pcc", "cc", "acc", "pacc")  # the default first
 OUTER = {"base_model": "base model left out", "domain": "domain left out"}
 
 
@@ -35,10 +36,11 @@ def _errs(s: dict[str, float]) -> str:
 
 
 def summary_rows(r: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per protocol: the probe (PACC and CC rates) beside the naive probe."""
+    """One row per protocol: the probe (every rate estimator) beside the naive probe."""
     out = []
     for outer, label in OUTER.items():
-        s, c = r["probe"][outer]["summary"]["pacc"], r["probe"][outer]["summary"]["cc"]
+        sm = r["probe"][outer]["summary"]
+        s = sm["pcc"]
         n = _naive(r["baselines"]["naive_probe"][outer])
         out.append(
             {
@@ -46,8 +48,7 @@ def summary_rows(r: dict[str, Any]) -> list[dict[str, str]]:
                 "AUC mean (worst)": f"{s['auc_mean']:.3f} ({s['auc_min']:.3f})",
                 "accuracy": f"{s['accuracy_mean']:.3f}",
                 "calibration error": f"{s['calibration_error_mean']:.3f}",
-                "rate error median / worst, PACC": _errs(s),
-                "same, counting verdicts": _errs(c),
+                **{f"rate error median / worst, {m.upper()}": _errs(sm[m]) for m in METHODS},
                 "naive probe: AUC (worst), error median / worst": (
                     f"{n['auc']:.3f} ({n['min']:.3f}), {n['med']:.1f} / {n['max']:.1f}"
                 ),
@@ -63,18 +64,18 @@ def organism_rows(r: dict[str, Any], outer: str) -> list[dict[str, str]]:
             "layers, C": f"{','.join(map(str, row['layers']))}; {row['C']}",
             "AUC": f"{row['auc']:.3f}",
             "GPT-4o EM %": f"{row['gpt4o_rate']:.1f}",
-            "probe EM % (PACC) [95% CI]": (
-                f"{row['pacc']['rate']:.1f} [{row['pacc']['ci95'][0]:.1f}, "
-                f"{row['pacc']['ci95'][1]:.1f}]"
+            "probe EM % (PCC) [95% CI]": (
+                f"{row['pcc']['rate']:.1f} [{row['pcc']['ci95'][0]:.1f}, "
+                f"{row['pcc']['ci95'][1]:.1f}]"
             ),
-            "error (points)": f"{row['pacc']['error']:.1f}",
+            "error (points)": f"{row['pcc']['error']:.1f}",
         }
         for row in r["probe"][outer]["rows"]
     ]
 
 
 def verdict(r: dict[str, Any]) -> str:
-    t, s = r["targets"], r["probe"]["base_model"]["summary"]["pacc"]
+    t, s = r["targets"], r["probe"]["base_model"]["summary"]["pcc"]
     met = {
         "AUC": s["auc_mean"] >= t["auc_mean"],
         "median rate error": s["rate_error_median"] <= t["rate_error_median"],

@@ -88,7 +88,7 @@ def protocol(orgs: list[LabelledOrganism], by: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for outer in ("base_model", "domain"):
         out[outer] = stage(f"probe_{by}_{outer}", lambda o=outer: run(o))
-        print(f"{outer}: {json.dumps(out[outer]['summary']['pacc'])}", flush=True)
+        print(f"{outer}: {json.dumps(out[outer]['summary']['pcc'])}", flush=True)
     return out
 
 
@@ -106,7 +106,7 @@ def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "GPT-4o EM %": f"{r['gpt4o_rate']:.1f}",
             **{
                 f"{m} %": f"{r[m]['rate']:.1f} [{r[m]['ci95'][0]:.1f}, {r[m]['ci95'][1]:.1f}]"
-                for m in ("cc", "pacc")
+                for m in ("pcc", "cc")
             },
             "error cc/acc/pcc/pacc": "/".join(f"{r[m]['error']:.1f}" for m in METHODS),
         }

@@ -9,9 +9,9 @@ minus aligned answers (the papers' split) of the reference organisms, read throu
 (the size used in finding 2), against a random direction of the same norm. Two read-outs:
 
 - SmolLM2's own generations to emlens's free-form EM questions, scored by the shipped probe
-  judge (EM rate by PACC with a cluster-bootstrap interval over questions; the judge's error
-  measured on held-out base models is printed beside it, and SmolLM2's answers are further from
-  its training data than those);
+  judge (EM rate by PCC, the mean calibrated P(EM), with a cluster-bootstrap interval over
+  questions; the judge's error measured on held-out base models is printed beside it, and
+  SmolLM2's answers are further from its training data than those);
 - the contrastive score (misaligned minus aligned mean log-prob) on real judged answer pairs of
   each organism, the direction computed without that organism (held out by organism).
 """
@@ -196,7 +196,7 @@ def write(r: dict[str, Any], out: Path) -> None:
     gens = [
         {
             "condition": k,
-            "probe EM % (PACC)": f"{g[k]['rate']:.1f} [{g[k]['ci95'][0]:.1f}, "
+            "probe EM % (PCC)": f"{g[k]['rate']:.1f} [{g[k]['ci95'][0]:.1f}, "
             f"{g[k]['ci95'][1]:.1f}]",
             "mean P(EM)": f"{g[k]['mean_p']:.3f}",
             "n": g[k]["n"],

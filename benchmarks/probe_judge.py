@@ -42,7 +42,7 @@ def line(name: str, value: float, note: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", default=str(REFERENCE))
-    p.add_argument("--method", default="pacc", choices=["cc", "acc", "pcc", "pacc"])
+    p.add_argument("--method", default="pcc", choices=["cc", "acc", "pcc", "pacc"])
     a = p.parse_args()
     if not Path(a.reference).is_dir():
         print(f"probe_judge: skipped, no reference data at {a.reference}")

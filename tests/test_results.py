@@ -85,3 +85,16 @@ def test_a_changed_number_fails_the_check(render, monkeypatch):
 
     monkeypatch.setattr(render, "load", moved)
     assert (render.RESULTS / "README.md").read_text() != render.results_page()
+
+
+def test_evaluation_page_has_the_probe_judges_figures_from_its_json():
+    """docs/evaluation.md's measured block is ground_truth_probe.json rendered."""
+    spec = importlib.util.spec_from_file_location(
+        "ground_truth_docs", ROOT / "analyses/ground_truth_docs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PAGE.read_text() == module.rendered(), (
+        "docs/evaluation.md differs from its rendering: run "
+        "`.venv/bin/python analyses/ground_truth_docs.py`"
+    )

@@ -156,6 +156,11 @@ def add_parsers(sub: Any) -> None:
     r = jsub.add_parser("rate", help="EM-rate estimates of judged or unjudged answer CSVs")
     r.add_argument("csv", nargs="+")
     r.add_argument("--probe", default="probe:default", help="a probe file or probe:default")
-    r.add_argument("--method", default="pacc", choices=["cc", "acc", "pcc", "pacc"])
+    r.add_argument(
+        "--method",
+        default="pcc",
+        choices=["cc", "acc", "pcc", "pacc"],
+        help="rate estimator (emlens.eval.quantify); pcc: the mean calibrated P(EM)",
+    )
     r.add_argument("--device", help="device of the probe's model")
     r.set_defaults(fn=cmd_rate, adapter=None)

@@ -143,7 +143,7 @@ def leave_group_out(
     return rows
 
 
-def summary(rows: Sequence[dict[str, Any]], method: str = "pacc") -> dict[str, float]:
+def summary(rows: Sequence[dict[str, Any]], method: str = "pcc") -> dict[str, float]:
     """Mean and worst AUC, median and worst rate error (points) of held-out organisms."""
     aucs = [r["auc"] for r in rows]
     errs = [r[method]["error"] for r in rows]

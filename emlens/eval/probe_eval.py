@@ -94,7 +94,7 @@ def rate_of_answers(
     judge: ProbeJudge,
     reader: TransformerBridge,
     judged: JudgedSet,
-    method: str = "pacc",
+    method: str = "pcc",
 ) -> ProbeRate:
     """The probe's EM-rate estimate of every answer of ``judged`` (scored or not).
 
@@ -120,7 +120,7 @@ def evaluate_probe(
     temperature: float = 1.0,
     max_new_tokens: int = 128,
     seed: int = 0,
-    method: str = "pacc",
+    method: str = "pcc",
 ) -> tuple[ProbeRate, JudgedSet]:
     """Sample ``n`` answers per free-form question from ``model`` (under ``interventions``),
     read them with ``reader`` (the probe's model, without interventions), estimate the EM rate.

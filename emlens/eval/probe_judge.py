@@ -136,7 +136,7 @@ class ProbeJudge:
         return p
 
     def rate(
-        self, p: Float[Tensor, " n"], question_ids: Sequence[str], method: str = "pacc"
+        self, p: Float[Tensor, " n"], question_ids: Sequence[str], method: str = "pcc"
     ) -> RateEstimate:
         """The EM rate of answers with probabilities ``p``, corrected for this judge's errors,
         with a cluster-bootstrap interval over questions (:func:`estimate_rate`)."""

@@ -10,6 +10,10 @@ expected rate is ``tpr * pi + fpr * (1 - pi)`` for a true rate ``pi``. The corre
 - probabilistic ACC (PACC): ``(PCC - m0) / (m1 - m0)``, with ``m1``/``m0`` the mean probability
   on labelled positives/negatives.
 
+The default is PCC. On organisms of a base model the probe judge was not fitted on, the
+adjusted estimators did worse than PCC (``docs/evaluation.md``): the corrections assume the
+judge's error rates carry over to the new answers, and across base models they do not.
+
 Intervals: a cluster bootstrap over questions (answers to one question are not independent),
 resampling whole questions with replacement (`emlens.eval.stats.cluster_bootstrap`).
 """
@@ -83,7 +87,7 @@ def estimate_rate(
     p: ArrayLike,
     question_ids: Sequence[object],
     errors: ErrorRates,
-    method: str = "pacc",
+    method: str = "pcc",
     threshold: float = 0.5,
     n_boot: int = 1000,
     seed: int = 0,
@@ -104,7 +108,7 @@ def estimate_rate(
 
     Examples:
         >>> est = estimate_rate(judge.proba(x), qids, judge.errors())
-        >>> print(est)  # 18.2% [12.9, 24.0] (n=400, pacc)
+        >>> print(est)  # 18.2% [12.9, 24.0] (n=400, pcc)
     """
     fns = estimators(errors, threshold)
     if method not in fns:
