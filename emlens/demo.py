@@ -102,7 +102,7 @@ def describe(em_dir: DirectionSet, refusal: DirectionSet) -> str:
     """One paragraph: what each direction was computed from."""
     p, r = em_dir.provenance, refusal.provenance
     source = (
-        f"{len(p['judged'])} real EM organisms' answers judged by GPT-4o (shipped numbers)"
+        f"{len(p['judged'])} real EM organisms, judged by GPT-4o (shipped numbers)"
         if p.get("source") == "judged" and isinstance(p.get("judged"), list)
         else "emlens's own answer pairs"
     )

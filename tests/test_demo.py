@@ -25,5 +25,7 @@ def test_demo_writes_consistent_outputs(tmp_path):
         if abs(c) > summary["null_q95_abs"]
     ]
     assert summary["layers_beyond_null"] == beyond
+    # the shipped judged-data direction and probe judge read SmolLM2 only: not used here
+    assert summary["em_direction_source"] != "judged" and summary["p_em"] == {}
     page = (tmp_path / "report.html").read_text()
     assert "steer random" in page and "ablate EM" in page
