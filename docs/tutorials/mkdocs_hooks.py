@@ -6,7 +6,9 @@ already set are kept.
   ``application/vnd.plotly.v1+json``, which the HTML pages cannot show; ``notebook`` adds an
   HTML rendering, with plotly.js embedded once per page (~4.7 MB, works offline).
 - progress bars off, and tqdm's "IProgress not found" warning: transformers' bars for the
-  GGUF de-quantisation would otherwise fill the pages with stderr.
+  GGUF de-quantisation would otherwise fill the pages with stderr. Libraries' deprecation
+  warnings (``FutureWarning``, ``DeprecationWarning``) are not shown either, as in the tests
+  (pyproject.toml's ``filterwarnings``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ BUILD_ENV = {
     "PLOTLY_RENDERER": "plotly_mimetype+notebook",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TQDM_DISABLE": "1",
-    "PYTHONWARNINGS": "ignore:IProgress not found",
+    "PYTHONWARNINGS": "ignore:IProgress not found,ignore::FutureWarning,ignore::DeprecationWarning",
 }
 
 
