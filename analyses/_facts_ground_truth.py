@@ -20,7 +20,9 @@ def _load(name: str) -> Any:
 def _span(values: Any, fmt: str = ".2f") -> str:
     vs = sorted(float(v) for v in values)
     lo, hi = f"{vs[0]:{fmt}}", f"{vs[-1]:{fmt}}"
-    return lo if lo == hi else f"{lo}-{hi}" if vs[0] >= 0 else f"{lo} to {hi}"
+    if lo == hi:
+        return lo
+    return f"{lo}-{hi}" if vs[0] >= 0 and not fmt.startswith("+") else f"{lo} to {hi}"
 
 
 def facts_gt_convergence() -> dict[str, str]:
@@ -50,4 +52,34 @@ def facts_gt_convergence() -> dict[str, str]:
     }
 
 
-FACTS = (facts_gt_convergence,)
+def _rate(g: dict[str, Any]) -> str:
+    return f"{g['rate']:.1f}% [{g['ci95'][0]:.1f}, {g['ci95'][1]:.1f}]"
+
+
+def facts_gt_steering() -> dict[str, str]:
+    """2 on ground truth: steering SmolLM2 with the judged-data direction vs random."""
+    r = _load("ground_truth_steering.json")
+    c, g = r["contrastive"], r["generations"]
+    above = [
+        x for x in c if x["judged"]["ci95"][0] > max(0.0, x["random"]["ci95"][1])
+    ]  # judged shift's interval wholly above zero and above the random one's
+    return {
+        "gs_layer": str(r["layer"]),
+        "gs_scale": f"{r['scale']:g}",
+        "gs_cos_pairs": f"{r['cos_with_pairs_direction']:.2f}",
+        "gs_n_orgs": str(len(c)),
+        "gs_pairs": _span([x["pairs"] for x in c], ".0f"),
+        "gs_judged": _span([x["judged"]["mean"] for x in c], "+.2f"),
+        "gs_random": _span([x["random"]["mean"] for x in c], "+.2f"),
+        "gs_above": str(len(above)),
+        "gs_pos": str(sum(x["judged"]["ci95"][0] > 0 for x in c)),
+        "gs_more": str(sum(x["judged"]["mean"] > x["random"]["mean"] for x in c)),
+        "gs_base_rate": _rate(g["baseline"]),
+        "gs_judged_rate": _rate(g["judged"]),
+        "gs_random_rate": _rate(g["random"]),
+        "gs_n": str(g["baseline"]["n"]),
+        "gs_minutes": f"{r['seconds'] / 60:.0f}",
+    }
+
+
+FACTS = (facts_gt_convergence, facts_gt_steering)

@@ -97,10 +97,13 @@ def facts_em_vs_refusal() -> dict[str, str]:
     d = load("em_vs_refusal.json")
     rows, q95 = d["rows"], d["meta"]["random_null_q95"]
     cos = {r["layer"]: r["cos(EM, refusal)"] for r in rows}
-    shuf = {r["layer"]: r["cos(shuffled-label direction, refusal)"] for r in rows}
+    shuf = {
+        r["layer"]: r["shuffled-label null: 95% quantile of abs cos with refusal"] for r in rows
+    }
     deep = [x for x in cos if x >= 12]
-    shuf_max = max(abs(shuf[x]) for x in deep)
+    shuf_max = max(shuf[x] for x in deep)
     under = [x for x in deep if cos[x] < q95]
+    beats = [x for x in deep if abs(cos[x]) > max(shuf[x], q95)]
     return {
         "em_n_pairs": str(d["meta"]["n_pairs"]),
         "em_n_harmful": str(d["meta"]["n_harmful"]),
@@ -111,7 +114,8 @@ def facts_em_vs_refusal() -> dict[str, str]:
         "em_q95": f"{q95:.3f}",
         "em_under_null": ", ".join(f"layer {x} ({cos[x]:.3f})" for x in under) or "none",
         "em_shuf_max": f"{shuf_max:.2f}",
-        "em_beats": layers_text([x for x in deep if cos[x] > max(shuf_max, q95)]),
+        "em_shuffles": str(d["meta"]["shuffles"]),
+        "em_beats": layers_text(beats) if beats else "none",
         "em_split_half": span(r["cos(EM half A, EM half B)"] for r in rows),
     }
 
