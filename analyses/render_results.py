@@ -120,22 +120,23 @@ def facts_em_vs_refusal() -> dict[str, str]:
     }
 
 
+def _both(ab: dict, cond: str, key: str, fmt: str = "+.2f") -> str:
+    """``financial / medical`` of one figure of one ablation condition."""
+    vals = [ab[o][cond][key] for o in ("financial", "medical")]
+    return " / ".join(f"{v['mean'] if isinstance(v, dict) else v:{fmt}}" for v in vals)
+
+
 def facts_organisms() -> dict[str, str]:
-    """Findings 1b and 2b: the organisms' directions and ablations."""
+    """Findings 1b and 2b: the organisms' directions and ablations (paired against base)."""
     s = load("organisms/summary.json")
-    c, ab = s["cosine_per_layer"], s["ablation"]
+    c, ab, vs = s["cosine_per_layer"], s["ablation"], s["ablation_against_base"]
     deep = range(12, len(c["financial vs medical"]))
-    control = [v for k, vs in c.items() if k.startswith("control") for v in vs[12:]]
+    control = [v for k, vs_ in c.items() if k.startswith("control") for v in vs_[12:]]
     norms = [v for k in ("financial", "medical") for v in s["change_norm_over_base_norm"][k][11:]]
-    f, m = ab["financial"]["conditions"], ab["medical"]["conditions"]
-    own = [f["own L15 direction, all layers"], m["own L15 direction, all layers"]]
-    by_layer = [f["own direction, layer by layer"], m["own direction, layer by layer"]]
-    transfer = [f["medical's L15 direction (transfer)"], m["financial's L15 direction (transfer)"]]
-    base_dir = [f["base model's L15 direction"], m["base model's L15 direction"]]
-    rand = [f["random unit direction (control)"], m["random unit direction (control)"]]
+    layer = option(s["command"], "layer")
+    every = f"own L{layer} direction, all layers, "
     shift = {k: ab[k]["shift_from_base"] for k in ("financial", "medical")}
-    ctrl = s["control_shift_from_base"]["good_medical"]
-    return {
+    out = {
         "org_raw": span(v for v in c["financial vs medical"] if v is not None),
         "org_raw_base": span(v for k in ("financial", "medical") for v in c[f"{k} vs base"]),
         "org_change": span(c["change: (financial - base) vs (medical - base)"][x] for x in deep),
@@ -145,16 +146,8 @@ def facts_organisms() -> dict[str, str]:
         "org_norms": span([100 * v for v in norms], ".1f" if min(norms) < 0.1 else ".0f", "%"),
         "org_shift_fin": change(shift["financial"]),
         "org_shift_med": change(shift["medical"]),
-        "org_ctrl": change(ctrl),
-        "org_own": " / ".join(f"{r['change']:+.2f}" for r in own),
-        "org_transfer": " / ".join(f"{r['change']:+.2f}" for r in transfer),
-        "org_in_base": f"{s['ablation_in_base']['change']:+.2f}",
-        "org_rand": " / ".join(map(change, rand)),
-        "org_by_layer": " / ".join(f"{r['change']:+.2f}" for r in by_layer),
-        "org_by_layer_share": pct(r["share_of_shift_removed"] for r in by_layer),
-        "org_by_layer_kl": span((r["kl_to_organism"] for r in by_layer), ".1f"),
-        "org_l15_kl": span((r["kl_to_organism"] for r in own + transfer + base_dir), ".1f"),
-        "org_rand_kl": span((r["kl_to_organism"] for r in rand), ".2f"),
+        "org_ctrl": change(s["control_shift_from_base"]["good_medical"]),
+        "org_layer": layer,
         "org_layers": layers_text(s["adapter_layers"]),
         "org_n_adapters": str(len(s["adapter_layers"])),
         "org_steps": option(s["command"], "steps"),
@@ -164,6 +157,22 @@ def facts_organisms() -> dict[str, str]:
         "org_n_held": option(s["command"], "n-held-out"),
         "org_minutes": f"{s['minutes_total']:.0f}",
     }
+    zero, sink = f"{every}zero", f"{every}reference mean, sink kept"
+    sink_each = "own direction, layer by layer, reference mean, sink kept"
+    rand = "random unit direction, zero ({} control)"
+    out |= {
+        "org_all_zero": _both(vs, zero, "change_in_organism"),
+        "org_all_zero_base": _both(vs, zero, "change_in_base"),
+        "org_rand_offset": _both(vs, rand.format("offset-matched"), "change_in_organism"),
+        "org_rand_norm": _both(vs, rand.format("norm-matched"), "change_in_organism"),
+        "org_all_sink": _both(vs, sink, "change_in_organism"),
+        "org_all_sink_base": _both(vs, sink, "change_in_base"),
+        "org_all_sink_omb": _both(vs, sink, "organism_minus_base_change"),
+        "org_all_sink_kl": _both(vs, sink, "kl_organism", ".2f"),
+        "org_each_sink": _both(vs, sink_each, "change_in_organism"),
+        "org_each_sink_base": _both(vs, sink_each, "change_in_base"),
+    }
+    return out
 
 
 def facts_steering() -> dict[str, str]:

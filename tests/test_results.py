@@ -35,10 +35,8 @@ def test_results_page_is_rendered_from_its_json(render):
     )
 
 
-# 56e1767 changed organisms.py's summary (the re-measured 2b) without re-running it: the
-# committed docs/results/organisms/ is the older script's. Strict: re-running it makes this
-# marker fail, so it is removed with the re-run.
-STALE = {"organisms"}
+# Pages whose summary.json predates their script (none now; a stale one is xfail strict).
+STALE: set[str] = set()
 
 
 @pytest.mark.parametrize(
