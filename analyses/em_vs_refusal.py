@@ -8,7 +8,10 @@ Beside the isotropic random null, two data-driven controls:
   reliable the EM direction is at this sample size: the ceiling for any comparison);
 - shuffled labels: cos(refusal, a "direction" from randomly relabelled aligned/misaligned
   answers), the chance level for two mean differences taken in the same anisotropic stream:
-  ``--shuffles`` relabellings (default 200) of the per-answer means, its 95% |cos| quantile.
+  ``--shuffles`` relabellings (default 200) of the per-answer means, its 95% |cos| quantile;
+- massive coordinates removed: the cosine again with the few coordinates that carry massive
+  activations at that layer (found by either direction's ablation diagnostic) set to zero,
+  so a shared offset along them cannot make the cosine.
 
 The refusal direction is read at one position, the last template token (emlens's default
 since issue 10; before it, the mean over every post-instruction position).
@@ -73,12 +76,33 @@ def main(run: common.Analysis) -> None:
     render(run, dirs, len(pairs), shuffled.abs().quantile(0.95, dim=0).tolist())
 
 
+def without_massive(a: eml.DirectionSet, b: eml.DirectionSet) -> list[float]:
+    """Per layer, the cosine of ``a`` and ``b`` with the massive-activation coordinates that
+    either's ablation diagnostic found at that layer set to zero in both."""
+    out = []
+    for i, ly in enumerate(a.layers):
+        drop = {
+            c
+            for d in (a, b)
+            for c in d.provenance.get("ablation_diagnostic", {})
+            .get(str(ly), {})
+            .get("massive_coordinates", [])
+        }
+        u, v = a.vectors[i].clone(), b.vectors[i].clone()
+        u[list(drop)], v[list(drop)] = 0.0, 0.0
+        out.append(float(u @ v / (u.norm() * v.norm())))
+    return out
+
+
 def render(
     run: common.Analysis, dirs: dict[str, eml.DirectionSet], n_pairs: int, shuffled_q95: list
 ) -> None:
     null = eml.random_null(dirs["em"].d_model)
     series = {
         "cos(EM, refusal)": eml.cosine_per_layer(dirs["em"], dirs["refusal"]).tolist(),
+        "cos(EM, refusal), massive coordinates removed": without_massive(
+            dirs["em"], dirs["refusal"]
+        ),
         "cos(EM half A, EM half B)": eml.cosine_per_layer(dirs["half_a"], dirs["half_b"]).tolist(),
         "shuffled-label null: 95% quantile of abs cos with refusal": shuffled_q95,
     }

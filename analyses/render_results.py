@@ -110,6 +110,9 @@ def facts_em_vs_refusal() -> dict[str, str]:
         "em_cos_deep": span(cos[x] for x in deep),
         "em_cos_deep_layers": f"{deep[0]}-{deep[-1]}",
         "em_cos_15": f"{cos[15]:.3f}",
+        "em_cos_no_massive": span(
+            r["cos(EM, refusal), massive coordinates removed"] for r in rows if r["layer"] in deep
+        ),
         "em_cos_shallow": span(cos[x] for x in cos if x < 12),
         "em_q95": f"{q95:.3f}",
         "em_under_null": ", ".join(f"layer {x} ({cos[x]:.3f})" for x in under) or "none",
