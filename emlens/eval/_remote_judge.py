@@ -106,6 +106,18 @@ def _single_digits_only(top: TopLogprobs) -> bool | None:
     return all(n < 10 for n in numbers.values())
 
 
+def judge_params(model: str, top_logprobs: int) -> dict[str, Any]:
+    """The papers' judge request: one token at temperature 0 with its top logprobs."""
+    return {
+        "model": model,
+        "max_tokens": 1,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": top_logprobs,
+        "seed": 0,
+    }
+
+
 class RemoteJudge:
     """A judge behind an API: retried, cached, counted and vetted (see the module docstring).
 

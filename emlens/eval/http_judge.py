@@ -31,6 +31,7 @@ from emlens.eval._remote_judge import (
     DigitSplitError,
     JudgeCache,
     RemoteJudge,
+    judge_params,
 )
 
 __all__ = [
@@ -105,14 +106,7 @@ class HTTPJudge(RemoteJudge):
         self.model = self.name = model
         self.api_key_env = api_key_env
         self.timeout = timeout
-        self.params: dict[str, Any] = {
-            "model": model,
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": True,
-            "top_logprobs": top_logprobs,
-            "seed": 0,
-        }
+        self.params = judge_params(model, top_logprobs)
 
     @property
     def identity(self) -> dict[str, Any]:

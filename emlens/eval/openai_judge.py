@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from emlens.eval._judge_reply import JudgeRequestError, Reply, Retry, parse_reply, retry_after
-from emlens.eval._remote_judge import RETRY_STATUS, RemoteJudge
+from emlens.eval._remote_judge import RETRY_STATUS, RemoteJudge, judge_params
 from emlens.eval.http_judge import redacted
 
 __all__ = ["AZURE_API_VERSION", "OpenAIJudge"]
@@ -121,14 +121,7 @@ class OpenAIJudge(RemoteJudge):
         self.shown_url = redacted(self.url)
         self.model = self.name = model
         self.api_key_env = env
-        self.params: dict[str, Any] = {
-            "model": model,
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": True,
-            "top_logprobs": top_logprobs,
-            "seed": 0,
-        }
+        self.params = judge_params(model, top_logprobs)
 
     @property
     def identity(self) -> dict[str, Any]:
