@@ -34,6 +34,7 @@ ORDER = (
     "lora_probes",
     "elasticity",
     "circuits",
+    "direction_methods",
 )
 QUICK_DIR = OUT / "quick"
 TINY = ("--model", "tiny-llama")
@@ -57,6 +58,7 @@ def quick_options(name: str) -> list[str]:
         "lora_probes": ["--adapter", str(QUICK_DIR / "phase_change_run")],
         "elasticity": "--slice 8 --probe 4 --positive 0 8 --negative 0 4 --held-out 4".split(),
         "circuits": "--layer 1 --k 2 --n 4".split(),
+        "direction_methods": "--layers 0 1 --steer-layers 1".split(),
     }[name]
     return [*TINY, *options, "--out", str(out)]
 
@@ -76,7 +78,8 @@ def run_stage(name: str, command: list[str], times: dict[str, float], path: Path
 def study(quick: bool, only: list[str] | None = None) -> dict[str, float]:
     """Run the analyses (``only`` those named, in study order) and render; return the minutes."""
     path = (QUICK_DIR if quick else OUT) / "times.json"
-    times: dict[str, float] = {}
+    # a partial run (--only) keeps the other stages' last minutes; a whole run starts afresh
+    times: dict[str, float] = json.loads(path.read_text()) if only and path.exists() else {}
     for name in [n for n in ORDER if only is None or n in only]:
         command = [sys.executable, str(ROOT / f"analyses/{name}.py")]
         run_stage(name, command + (quick_options(name) if quick else []), times, path)
