@@ -152,6 +152,8 @@ class Analysis:
     def _check_args(self) -> None:
         """Stop when saved stages (``seconds.json`` lists them) were made with other arguments."""
         path = self.stages / "args.json"
+        if getattr(self.args, "train_only", False):
+            return  # training writes no stage
         if path.exists() and (self.stages / "seconds.json").exists():
             mine, theirs = self._args(), json.loads(path.read_text())
             differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))

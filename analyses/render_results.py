@@ -256,16 +256,26 @@ def facts_phase_change() -> dict[str, str]:
 
 
 def facts_probes_and_judge() -> dict[str, str]:
-    """Finding 4 (LoRA-scalar probes) and the local judge's missing verdicts."""
-    rows = {(r["adapter"], r["unit"]): r for r in load("lora_probes.json")["rows"]}
-    auc = {k: r["auc"] for k, r in rows.items()}
+    """Finding 4 (LoRA-scalar probes of the 9-adapter organisms) and the local judge's
+    missing verdicts."""
+    probes = load("lora_probes.json")
+    rows = {(r["adapter"], r["unit"]): r for r in probes["rows"]}
+    early = next(a for a, _ in rows if a.startswith("financial, step"))
+
+    def auc(adapter: str) -> str:
+        """Token / answer AUC of one adapter set."""
+        return " / ".join(rows[adapter, u]["auc"].split(" ")[0] for u in ("token", "answer"))
+
     judge = load("em_rate_local_judge.json")["rows"]
     return {
-        "lp_pairs": str(load("lora_probes.json")["meta"]["pairs"]),
-        "lp_token": auc["trained (step 200)", "token"],
-        "lp_answer": auc["trained (step 200)", "answer"],
-        "lp_control": f"{auc['control: step 1', 'token'].split(' ')[0]} / "
-        f"{auc['control: step 1', 'answer'].split(' ')[0]}",
+        "lp_pairs": str(probes["meta"]["pairs"]),
+        "lp_fin": auc("financial"),
+        "lp_med": auc("medical"),
+        "lp_control": auc("control: good medical"),
+        "lp_early_step": early.removeprefix("financial, step "),
+        "lp_early": auc(early),
+        "lp_weighted": rows["financial", "token"]["adapters_weighted"],
+        "lp_top": rows["financial", "token"]["largest_weights"],
         "judge_missing": str(sum(r["no_aligned_score"] + r["no_coherent_score"] for r in judge)),
         "judge_total": str(sum(2 * r["samples"] for r in judge)),
     }

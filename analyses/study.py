@@ -5,7 +5,7 @@
     .venv/bin/python analyses/study.py --minutes  # the last run's study_minutes (make bench)
 
 Each analysis runs as its own process (``python analyses/<name>.py``), in the order the data
-needs (``phase_change`` before ``lora_probes``, which probes its organism). What exists is
+needs (``organisms`` before ``lora_probes``, which probes its organisms). What exists is
 reused, not recomputed: each script loads its finished stages from ``<out>/stages/`` and the
 organisms it already trained in ``out/``. The time of every stage (an analysis, then the
 rendering) goes to ``out/study/times.json`` (``out/study/quick/times.json`` with ``--quick``),
@@ -55,7 +55,7 @@ def quick_options(name: str) -> list[str]:
             *"--steps 6 --held-out 4 --general 4 --eval-every 3".split(),
             *("--run", str(QUICK_DIR / "phase_change_run")),
         ],
-        "lora_probes": ["--adapter", str(QUICK_DIR / "phase_change_run")],
+        "lora_probes": ["--runs", str(QUICK_DIR / "organisms/runs")],
         "elasticity": "--slice 8 --probe 4 --positive 0 8 --negative 0 4 --held-out 4".split(),
         "circuits": "--layer 1 --k 2 --n 4".split(),
         "direction_methods": "--layers 0 1 --steer-layers 1".split(),

@@ -21,7 +21,7 @@ def test_every_script_of_the_commands_table_is_in_the_study():
     table = text.split("The ground-truth scripts")[0]
     named = set(re.findall(r"analyses/(\w+)\.py", table))
     assert named == set(study.ORDER)
-    assert study.ORDER.index("phase_change") < study.ORDER.index("lora_probes")
+    assert study.ORDER.index("organisms") < study.ORDER.index("lora_probes")
 
 
 @pytest.mark.parametrize("name", study.ORDER)
