@@ -102,17 +102,23 @@ def row(r, per_token: bool) -> dict:
 
 
 def render(run: common.Analysis, rows: dict[str, list[dict]], targets: dict, n: int) -> None:
-    table = [{"adapter": name} | r for name, rs in rows.items() for r in rs]
+    table = [
+        {"adapter": name} | {k: v for k, v in r.items() if k != "coef"}
+        for name, rs in rows.items()
+        for r in rs
+    ]
+    coefficients = {name: {r["unit"]: r["coef"] for r in rs} for name, rs in rows.items()}
     where = {k: str(v).replace(f"{common.ROOT}/", "") for k, v in targets.items()}
     meta = run.meta(organisms=where, pairs=n, C=run.args.C)
-    n_adapters = len(table[0]["coef"])
+    n_adapters = len(next(iter(rows.values()))[0]["coef"])
     md = [
         f"{run.made_by()} ({n_adapters}-adapter organisms of `analyses/organisms.py`; {n} general "
-        f"questions, misaligned vs aligned answers; L1 probe, C = {run.args.C}).",
+        f"questions, misaligned vs aligned answers; L1 probe, C = {run.args.C}; each adapter's "
+        "weight in `lora_probes.json`).",
         "",
-        *markdown_table([{k: v for k, v in r.items() if k != "coef"} for r in table]),
+        *markdown_table(table),
     ]
-    run.write_beside({"meta": meta, "rows": table}, md)
+    run.write_beside({"meta": meta, "rows": table, "coefficients": coefficients}, md)
 
 
 if __name__ == "__main__":
