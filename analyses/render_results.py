@@ -415,13 +415,60 @@ def beside_problems() -> list[str]:
     return problems
 
 
+BENCHMARKS = ROOT / "docs/benchmarks.md"
+STUDY_BEGIN = "<!-- study times: rendered by analyses/render_results.py from study_times.json -->"
+STUDY_END = "<!-- end of study times -->"
+
+
+def study_block(data: dict | None) -> str:
+    """The minutes of the last ``make study`` per analysis, with its costliest stages."""
+    if data is None:
+        return "The whole study has not been timed (no `docs/results/study_times.json`)."
+    minutes = data["minutes"]
+    total = sum(minutes.values())
+    rows = []
+    for name, m in sorted(minutes.items(), key=lambda kv: -kv[1]):
+        stages = sorted(data["stage_seconds"].get(name, {}).items(), key=lambda kv: -kv[1])
+        rows.append(
+            {
+                "analysis": name,
+                "minutes": f"{m:.1f}",
+                "share": f"{100 * m / total:.0f}%",
+                "costliest stages (s)": ", ".join(f"{k} {v:.0f}" for k, v in stages[:3]) or "-",
+            }
+        )
+    from emlens.report import markdown_table
+
+    return "\n".join(
+        [
+            f"Last timed {data['date']} at commit `{data['commit']}` on {data['cpus']} CPU cores: "
+            f"the {len(minutes)} analyses took **{total:.1f} minutes** (target <= 60). Minutes "
+            "are wall clock per analysis process (model loading and training included); the "
+            "stages are the saved steps' compute seconds (training is not a stage).",
+            "",
+            *markdown_table(rows),
+        ]
+    )
+
+
+def benchmarks_page() -> str:
+    """``docs/benchmarks.md`` with its study-times block re-rendered from study_times.json."""
+    text = BENCHMARKS.read_text()
+    head, rest = text.split(STUDY_BEGIN)
+    tail = rest.split(STUDY_END)[1]
+    path = RESULTS / "study_times.json"
+    data = json.loads(path.read_text()) if path.exists() else None
+    return f"{head}{STUDY_BEGIN}\n{study_block(data)}\n{STUDY_END}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Rewrite the rendered pages, or with ``--check`` report those that differ."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 on a difference")
     args = p.parse_args(argv)
     findings, stale = finding_pages()
-    pages = {RESULTS / "README.md": results_page(), **findings}
+    pages = {RESULTS / "README.md": results_page(), BENCHMARKS: benchmarks_page()}
+    pages |= findings
     differ = [path for path, text in pages.items() if path.read_text() != text]
     problems = [f"{p.relative_to(ROOT)} differs from its rendering" for p in differ]
     problems += stale + beside_problems()

@@ -17,7 +17,9 @@ renders nothing.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +39,7 @@ ORDER = (
     "direction_methods",
 )
 QUICK_DIR = OUT / "quick"
+RECORD = ROOT / "docs/results/study_times.json"  # what docs/benchmarks.md is rendered from
 TINY = ("--model", "tiny-llama")
 
 
@@ -84,6 +87,7 @@ def study(quick: bool, only: list[str] | None = None) -> dict[str, float]:
         command = [sys.executable, str(ROOT / f"analyses/{name}.py")]
         run_stage(name, command + (quick_options(name) if quick else []), times, path)
     if not quick:
+        record(times)
         run_stage(
             "render_results",
             [sys.executable, str(ROOT / "analyses/render_results.py")],
@@ -91,6 +95,33 @@ def study(quick: bool, only: list[str] | None = None) -> dict[str, float]:
             path,
         )
     return times
+
+
+def stage_seconds(name: str) -> dict[str, float]:
+    """The compute seconds of each saved stage of analysis ``name`` (its stages/seconds.json)."""
+    path = ROOT / "docs/results" / name / "stages/seconds.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record(times: dict[str, float]) -> None:
+    """Write ``docs/results/study_times.json``: minutes per analysis (wall clock, model loading
+    and training included) and each analysis's stage seconds, for docs/benchmarks.md."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    RECORD.write_text(
+        json.dumps(
+            {
+                "date": datetime.date.today().isoformat(),
+                "commit": commit,
+                "cpus": os.cpu_count(),
+                "minutes": {n: times[n] for n in ORDER if n in times},
+                "stage_seconds": {n: stage_seconds(n) for n in ORDER if n in times},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def last_minutes(quick: bool = False) -> str:

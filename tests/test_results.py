@@ -35,6 +35,28 @@ def test_results_page_is_rendered_from_its_json(render):
     )
 
 
+def test_benchmarks_page_has_the_study_times_of_its_json(render):
+    assert render.BENCHMARKS.read_text() == render.benchmarks_page(), (
+        "docs/benchmarks.md's study block differs from docs/results/study_times.json: run "
+        "`.venv/bin/python analyses/render_results.py`"
+    )
+
+
+def test_study_block_sums_the_minutes_and_ranks_the_analyses(render):
+    data = {
+        "date": "2026-12-02",
+        "commit": "abc1234",
+        "cpus": 2,
+        "minutes": {"small": 10.0, "big": 30.0},
+        "stage_seconds": {"big": {"x": 5.0, "y": 50.0}},
+    }
+    block = render.study_block(data)
+    assert "**40.0 minutes**" in block
+    table = block.split("\n")[2:]
+    assert table[2] == "| big | 30.0 | 75% | y 50, x 5 |"
+    assert table[3] == "| small | 10.0 | 25% | - |"
+
+
 # Pages whose summary.json predates their script (none now; a stale one is xfail strict).
 STALE: set[str] = set()
 
