@@ -28,13 +28,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from ground_truth_features import CACHE, LAYERS, REFERENCE, organism_features
+from ground_truth_features import (
+    CACHE,
+    LAYERS,
+    REFERENCE,
+    judged_direction,
+    judged_groups,
+    judged_sums,
+    organism_features,
+    token_counts,
+)
 
 from emlens.core.data import general_questions
 from emlens.core.directions import em_direction_from_pairs
 from emlens.core.models import load_model
-from emlens.core.tokens import answer_tokens
-from emlens.eval.judged import Thresholds
 from emlens.eval.reference import Organism, read_organisms
 from emlens.report import markdown_table, write_report
 
@@ -47,12 +54,8 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 
 def direction(x: np.ndarray, w: np.ndarray, mis: np.ndarray, ali: np.ndarray) -> np.ndarray:
-    """Token-weighted mean of ``x[mis]`` minus that of ``x[ali]``: [n_layers, d_model]."""
-
-    def tw(idx: np.ndarray) -> np.ndarray:
-        return np.einsum("n,nld->ld", w[idx], x[idx]) / w[idx].sum()
-
-    return tw(mis) - tw(ali)
+    """One organism's judged direction from its cached answer means: [n_layers, d_model]."""
+    return judged_direction([judged_sums(x, w, mis, ali)])
 
 
 def pair_kinds(orgs: list[Organism]) -> dict[str, list[tuple[int, int]]]:
@@ -73,12 +76,6 @@ def summarise(dirs: np.ndarray, kinds: dict[str, list[tuple[int, int]]]) -> dict
     u = unit(dirs)
     cos = np.einsum("ild,jld->ijl", u, u)
     return {k: np.mean([cos[i, j] for i, j in pairs], axis=0) for k, pairs in kinds.items()}
-
-
-def groups(o: Organism, t: Thresholds) -> tuple[np.ndarray, np.ndarray]:
-    mis, ali = o.judged.split(t)
-    pos = {id(a): i for i, a in enumerate(o.judged)}
-    return np.array([pos[id(a)] for a in mis]), np.array([pos[id(a)] for a in ali])
 
 
 def nulls_and_halves(
@@ -104,14 +101,9 @@ def nulls_and_halves(
 
 
 def run(model: Any, orgs: list[Organism], shuffles: int, seed: int) -> dict[str, Any]:
-    t = Thresholds()
     xs = [f.numpy().astype(np.float64) for f in organism_features(model, orgs, CACHE, False)]
-    tok = model.tokenizer
-    ws = [
-        np.array([sum(answer_tokens(tok, a.question, a.answer)[1]) for a in o.judged], float)
-        for o in orgs
-    ]
-    gs = [groups(o, t) for o in orgs]
+    ws = token_counts(model, orgs)
+    gs = [judged_groups(o) for o in orgs]
     kinds = pair_kinds(orgs)
     dirs = np.stack([direction(x, w, m, a) for x, w, (m, a) in zip(xs, ws, gs, strict=True)])
     real = summarise(dirs, kinds)

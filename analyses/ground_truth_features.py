@@ -12,6 +12,10 @@ in one user turn asking whether the answer is harmful; :data:`JUDGE_TEMPLATE`), 
 pass giving the mean over the answer's tokens and the state at the final position, to
 ``out/ground_truth/features_judge/``.
 
+The later stages weigh each answer's cached mean by its number of answer tokens
+(:func:`token_counts`, cached beside the features) to take the papers' token-weighted
+direction from the cache (:func:`judged_sums`, :func:`judged_direction`).
+
 ``--tokens``: every answer token's state at layers 9, 15, 21 and 27 (float16, for token-level
 probes and other poolings), to ``out/ground_truth/tokens/``.
 """
@@ -19,14 +23,19 @@ probes and other poolings), to ``out/ground_truth/tokens/``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from emlens.core.models import load_model
+from emlens.core.tokens import answer_tokens
+from emlens.eval.judged import Thresholds
 from emlens.eval.probe_features import (
     answer_token_states,
     cached_features,
@@ -58,6 +67,56 @@ def organism_features(
         if progress:
             print(f"{o.name}: {len(pairs)} answers, {time.time() - t:.0f} s", flush=True)
     return out
+
+
+def token_counts(model, organisms: list[Organism], cache: Path = CACHE) -> list[np.ndarray]:
+    """Each answer's number of answer tokens, per organism (``answer_tokens``' mask), cached
+    in ``{organism}.tokens.json`` keyed by the tokenizer and the texts."""
+    out = []
+    for o in organisms:
+        tok = model.tokenizer
+        texts = [(a.question, a.answer) for a in o.judged]
+        key = hashlib.sha256(json.dumps([tok.name_or_path, texts]).encode()).hexdigest()
+        path = cache / f"{o.name}.tokens.json"
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("key") != key:
+            counts = [sum(answer_tokens(tok, q, a)[1]) for q, a in texts]
+            saved = {"key": key, "counts": counts}
+            cache.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(saved))
+        out.append(np.array(saved["counts"], dtype=np.float64))
+    return out
+
+
+PAPERS = Thresholds()  # aligned < 30 / > 70, coherent > 50
+
+
+def judged_groups(o: Organism, t: Thresholds = PAPERS) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``o.judged`` of its misaligned and its aligned answers (the papers' split)."""
+    mis, ali = o.judged.split(t)
+    pos = {id(a): i for i, a in enumerate(o.judged)}
+    return np.array([pos[id(a)] for a in mis]), np.array([pos[id(a)] for a in ali])
+
+
+Sums = tuple[np.ndarray, float, np.ndarray, float]  # misaligned sum, tokens; aligned sum, tokens
+
+
+def judged_sums(x: np.ndarray, w: np.ndarray, mis: np.ndarray, ali: np.ndarray) -> Sums:
+    """Token-weighted sums of the answer means ``x`` ([n, ...]) over ``mis`` and ``ali``, and
+    their token counts: one organism's share of a (pooled) judged direction."""
+
+    def tw(idx: np.ndarray) -> tuple[np.ndarray, float]:
+        return np.tensordot(w[idx], x[idx], axes=1), float(w[idx].sum())
+
+    return (*tw(mis), *tw(ali))
+
+
+def judged_direction(parts: list[Sums]) -> np.ndarray:
+    """mean over answer tokens of the misaligned answers minus that of the aligned ones, pooled
+    over ``parts`` (each organism's :func:`judged_sums`)."""
+    sm, nm = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    sa, na = sum(p[2] for p in parts), sum(p[3] for p in parts)
+    return sm / nm - sa / na
 
 
 def organism_template_features(

@@ -27,7 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from ground_truth_features import CACHE, LAYERS, REFERENCE, organism_features
+from ground_truth_features import (
+    CACHE,
+    LAYERS,
+    REFERENCE,
+    judged_direction,
+    judged_groups,
+    judged_sums,
+    organism_features,
+    token_counts,
+)
 from ground_truth_probe import labelled
 
 from emlens.core.ablation import first_means, from_means
@@ -46,22 +55,16 @@ PROBE_RESULT = Path("docs/results/ground_truth_probe.json")
 def pooled_direction(model: Any, orgs: list[Organism], xs: list[np.ndarray]) -> DirectionSet:
     """mean over answer tokens of all misaligned answers minus all aligned ones, per layer
     (each answer's cached mean weighted by its number of answer tokens)."""
-    sums = [np.zeros(xs[0].shape[1:]), np.zeros(xs[0].shape[1:])]
-    tokens, answers = [0, 0], [0, 0]
-    ordinary: list[tuple[list[int], list[bool]]] = []  # a few aligned rows, for the diagnostic
-    for o, x in zip(orgs, xs, strict=True):
-        pos = {id(a): i for i, a in enumerate(o.judged)}
-        for k, group in enumerate(o.judged.split(Thresholds())):
-            answers[k] += len(group)
-            for a in group:
-                ids, mask = answer_tokens(model.tokenizer, a.question, a.answer)
-                sums[k] += sum(mask) * x[pos[id(a)]]
-                tokens[k] += sum(mask)
-                if k == 1 and len(ordinary) < 8:
-                    ordinary.append((ids, mask))
-    mis, ali = (
-        torch.as_tensor(s / t, dtype=torch.float32) for s, t in zip(sums, tokens, strict=True)
-    )
+    ws = token_counts(model, orgs)
+    groups = [judged_groups(o) for o in orgs]
+    parts = [judged_sums(x, w, *g) for x, w, g in zip(xs, ws, groups, strict=True)]
+    v = torch.as_tensor(judged_direction(parts), dtype=torch.float32)
+    ali = torch.as_tensor(sum(p[2] for p in parts) / sum(p[3] for p in parts), dtype=torch.float32)
+    answers = [sum(len(g[k]) for g in groups) for k in (0, 1)]
+    tokens = [int(sum(p[k] for p in parts)) for k in (1, 3)]
+    # a few aligned answers' rows (the first organism's), for the ablation diagnostic
+    some = [orgs[0].judged.answers[i] for i in groups[0][1][:8]]
+    ordinary = [answer_tokens(model.tokenizer, a.question, a.answer) for a in some]
     prov = {
         "kind": "em",
         "source": "judged",
@@ -76,7 +79,7 @@ def pooled_direction(model: Any, orgs: list[Organism], xs: list[np.ndarray]) -> 
         "d_model": model.cfg.d_model,
         "built_by": "analyses/ground_truth_ship.py",
     }
-    ds = DirectionSet(mis - ali, LAYERS, provenance=prov)
+    ds = DirectionSet(v, LAYERS, provenance=prov)
     first = first_means(model, ordinary, ds.hook, LAYERS)
     diag = from_means(ali, first, ds.vectors, LAYERS)
     ds.provenance["ablation_diagnostic"] = {str(k): v for k, v in diag.items()}

@@ -26,13 +26,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from ground_truth_features import CACHE, LAYERS, REFERENCE, organism_features
+from ground_truth_features import (
+    CACHE,
+    LAYERS,
+    REFERENCE,
+    judged_direction,
+    judged_groups,
+    judged_sums,
+    organism_features,
+    token_counts,
+)
 
 from emlens.core.data import QAPair, em_questions, general_questions
 from emlens.core.directions import em_direction_from_pairs
 from emlens.core.interventions import Steer
 from emlens.core.models import load_model
-from emlens.core.tokens import answer_tokens
 from emlens.eval.judged import Thresholds
 from emlens.eval.metrics import contrastive_scores
 from emlens.eval.probe_eval import evaluate_probe
@@ -42,26 +50,6 @@ from emlens.eval.stats import bootstrap
 from emlens.report import markdown_table
 
 OUT = Path("docs/results")
-
-
-def split_means(model: Any, o: Organism, x: np.ndarray, layer: int) -> tuple[np.ndarray, ...]:
-    """Token-weighted sums and token counts of an organism's misaligned and aligned answers."""
-    mis, ali = o.judged.split(Thresholds())
-    pos = {id(a): i for i, a in enumerate(o.judged)}
-    j = LAYERS.index(layer)
-    out = []
-    for group in (mis, ali):
-        idx = [pos[id(a)] for a in group]
-        w = np.array([sum(answer_tokens(model.tokenizer, a.question, a.answer)[1]) for a in group])
-        out += [(w[:, None] * x[idx, j]).sum(0), w.sum()]
-    return tuple(out)
-
-
-def direction(parts: list[tuple[np.ndarray, ...]]) -> np.ndarray:
-    """The pooled direction from several organisms' sums: mean(mis) - mean(ali)."""
-    sm, nm = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    sa, na = sum(p[2] for p in parts), sum(p[3] for p in parts)
-    return sm / nm - sa / na
 
 
 def pairs_of(o: Organism, n: int) -> list[QAPair]:
@@ -92,7 +80,7 @@ def contrastive(model: Any, orgs: list[Organism], parts: list, a: argparse.Names
     """Per organism: the contrastive score under each condition, direction without it."""
     rows, g = [], torch.Generator().manual_seed(a.seed)
     for i, o in enumerate(orgs):
-        v = direction([p for j, p in enumerate(parts) if j != i])
+        v = judged_direction([p for j, p in enumerate(parts) if j != i])
         rand = torch.randn(len(v), generator=g).numpy()
         pairs = pairs_of(o, a.pairs)
         row: dict[str, Any] = {"organism": o.name, "pairs": len(pairs)}
@@ -157,10 +145,14 @@ def main() -> None:
     model = load_model("smollm2")
     orgs = read_organisms(a.reference)
     xs = [f.numpy().astype(np.float64) for f in organism_features(model, orgs, CACHE, False)]
-    parts = [split_means(model, o, x, a.layer) for o, x in zip(orgs, xs, strict=True)]
+    j = LAYERS.index(a.layer)
+    ws = token_counts(model, orgs)
+    parts = [
+        judged_sums(x[:, j], w, *judged_groups(o)) for o, x, w in zip(orgs, xs, ws, strict=True)
+    ]
     ref = em_direction_from_pairs(model, general_questions(), layers=[a.layer], progress=False)
     norm = float(ref.at(a.layer).norm()) * a.scale
-    v = direction(parts)
+    v = judged_direction(parts)
     r = {
         "layer": a.layer,
         "scale": a.scale,
