@@ -24,9 +24,9 @@ import argparse
 import torch
 
 import emlens as eml
-import emlens.eval as eval_
 from emlens.core.ablation import reference_means, reference_rows
 from emlens.eval import bootstrap
+from emlens.eval.effects import pair_effects
 from emlens.report import markdown_table
 
 
@@ -107,15 +107,10 @@ def against_base(scores: dict, org_abl: dict, base_abl: dict) -> dict:
 
 def measure(model, held: list, conditions: dict) -> dict:
     """Per condition: the contrastive score of each held-out question, and the KL to the
-    un-ablated model on the held-out aligned answers (damage)."""
-    texts = [eml.chat_prompt(model.tokenizer, p.question) + p.aligned for p in held]
-    return {
-        name: {
-            "scores": eval_.contrastive_scores(model, held, ivs).tolist(),
-            "kl": eml.kl_divergence(model, texts, ivs),
-        }
-        for name, ivs in conditions.items()
-    }
+    un-ablated model on the held-out aligned conversations (damage), in shared passes
+    (`emlens.eval.effects.pair_effects`: the un-ablated pass once for all conditions)."""
+    effects = pair_effects(model, held, conditions)
+    return {name: {"scores": e.scores.tolist(), "kl": e.kl} for name, e in effects.items()}
 
 
 def readme_lines(against: dict) -> list[str]:

@@ -9,7 +9,7 @@ first ``--n-direction`` general questions steers the model at one layer and scal
 and so does a norm-matched random direction (the control). Each cell reports, on the other
 ``--n-held-out`` questions: misalignment, the contrastive score (per-token log-prob of the
 misaligned answer minus the aligned one, bootstrap 95% interval), and coherence's offline
-stand-in, the cross-entropy of the held-out aligned answers as whole chat texts (it rises
+stand-in, the cross-entropy of the held-out aligned conversations, every position (it rises
 when steering breaks the model). SmolLM2 cannot act as the papers' judge
 (docs/evaluation.md), so neither is the judge's score.
 """
@@ -22,6 +22,8 @@ import _common as common
 
 import emlens as eml
 from emlens.eval import heatmap, steering_sweep
+from emlens.eval.effects import pair_effects
+from emlens.eval.stats import cluster_mean
 from emlens.report import markdown_table, save_figure
 
 DIRECTIONS = ("EM", "random")
@@ -48,12 +50,17 @@ def main(run: common.Analysis) -> None:
     )
     directions = {"EM": em_dir, "random": eml.random_like(em_dir, seed=a.seed)}
 
-    def metrics():  # the contrastive score comes back as an Estimate (mean and interval)
-        texts = [eml.chat_prompt(run.model.tokenizer, p.question) + p.aligned for p in held]
-        return {
-            "misalignment": lambda ivs: eml.contrastive_score(run.model, held, ivs),
-            "aligned_text_ce": lambda ivs: round(eml.cross_entropy(run.model, texts, ivs), 4),
-        }
+    def metrics():  # both read-outs from one pass per answer side (pair_effects)
+        return {"effects": lambda ivs: pair_effects(run.model, held, {"": ivs}, kl=False)[""]}
+
+    def tidy(row: dict) -> dict:
+        """A sweep row with the contrastive score's mean and 95% interval over questions
+        (cluster bootstrap) and the aligned conversations' cross-entropy."""
+        e = row.pop("effects")
+        est = cluster_mean(e.scores.double().numpy(), [p.id for p in held])
+        ci95 = [round(x, 3) for x in est.ci95]
+        ce = round(e.aligned_ce, 4)
+        return {**row, "misalignment": round(est.mean, 4), "ci95": ci95, "aligned_text_ce": ce}
 
     baseline = run.stage("baseline", lambda: tidy({k: m([]) for k, m in metrics().items()}))
     rows = [
@@ -67,12 +74,6 @@ def main(run: common.Analysis) -> None:
         )
     ]
     render(run, len(held), baseline, rows)
-
-
-def tidy(row: dict) -> dict:
-    """A sweep row with the misalignment Estimate as its mean and 95% interval."""
-    est = row.pop("misalignment")
-    return {**row, "misalignment": round(est.mean, 4), "ci95": [round(x, 3) for x in est.ci95]}
 
 
 def render(run: common.Analysis, n_held: int, baseline: dict, rows: list[dict]) -> None:

@@ -1,0 +1,136 @@
+"""Several interventions measured on the same answer pairs, with the shared work done once.
+
+A steering sweep or a set of ablation variants asks, per intervention, for the contrastive
+score of every question pair and for the intervention's side effects on the aligned
+conversations: their cross-entropy and KL(model || intervened model). Measured one metric at a
+time (`emlens.eval.metrics`), each intervention costs four passes over the pairs (misaligned
+answers, aligned answers, and the plain and intervened passes of the KL) and the plain pass is
+repeated for every intervention. Here the aligned conversations' intervened pass gives the
+aligned answers' log-probs, the cross-entropy and the KL together, and the plain pass runs
+once per batch for all interventions: two passes per intervention, plus one. Rows are batched
+shortest first (right padding, so per-row results do not change).
+
+The definitions are those of `emlens.eval.metrics`: the score is the misaligned answer's
+mean per-token log-prob minus the aligned one's; cross-entropy and KL are over every
+position of the aligned conversation as `answer_tokens` renders it (chat prompt, answer and the
+template's end of the assistant turn), in nats (cross-entropy per
+predicted token, KL per position, as `cross_entropy` and `kl_divergence`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from emlens.core.data import QAPair
+from emlens.core.interventions import Intervention, applied
+from emlens.core.tokens import Row, TokenBatch, answer_tokens, batches
+from emlens.eval.metrics import _logits
+
+__all__ = ["PairEffects", "pair_effects"]
+
+
+@dataclass
+class PairEffects:
+    """One intervention's effects on a set of question pairs.
+
+    Attributes:
+        scores: the contrastive score of each pair (nats per token; higher: more misaligned).
+        aligned_ce: cross-entropy of the aligned conversations (prompt, answer, end of turn),
+            per predicted token (nats).
+        kl: KL(model || intervened model) over the same positions (nats), None if not asked.
+    """
+
+    scores: Float[Tensor, " n_pairs"]
+    aligned_ce: float
+    kl: float | None
+
+
+@dataclass
+class _Sums:
+    """Running sums of one intervention over the pairs."""
+
+    answer: Float[Tensor, "2 n_pairs"]  # summed answer-token log-probs: misaligned, aligned
+    ce: float = 0.0
+    kl: float = 0.0
+
+
+def _pass(
+    model: TransformerBridge, batch: TokenBatch, ivs: Sequence[Intervention]
+) -> Float[Tensor, "batch pos vocab"]:
+    """Next-token log-probs (float32) of a batch under ``ivs``."""
+    with applied(model, ivs):
+        return _logits(model, batch).log_softmax(-1, dtype=torch.float32)
+
+
+def _logprob_sums(logp: Tensor, batch: TokenBatch) -> tuple[Tensor, Tensor]:
+    """Per row: the summed log-prob of its answer tokens, and of every token after the first."""
+    tokens = batch.tokens[:, 1:, None].to(logp.device)
+    tgt = logp[:, :-1].gather(-1, tokens)[..., 0].cpu()
+    real = batch.attention_mask[:, 1:].float()
+    return (tgt * batch.mask[:, 1:].float()).sum(1), (tgt * real).sum(1)
+
+
+@torch.no_grad()
+def pair_effects(
+    model: TransformerBridge,
+    pairs: Sequence[QAPair],
+    interventions: Mapping[str, Sequence[Intervention]],
+    kl: bool = True,
+    batch_size: int = 8,
+) -> dict[str, PairEffects]:
+    """The contrastive scores and side effects of each named intervention on ``pairs``.
+
+    Args:
+        model: the model; each intervention applies to its own passes only.
+        pairs: questions with an aligned and a misaligned answer.
+        interventions: name -> interventions applied together (``[]``: the model as is).
+        kl: also measure KL(model || intervened model) (one plain pass per batch).
+        batch_size: conversations per forward pass.
+
+    Returns:
+        Name -> `PairEffects`, scores in the order of ``pairs``.
+
+    Raises:
+        ValueError: no pairs or no interventions.
+
+    Examples:
+        >>> effects = pair_effects(model, pairs, {"none": [], "steered": [steer(d, [12], 4.0)]})
+        >>> effects["steered"].scores.mean() - effects["none"].scores.mean()
+    """
+    if not pairs or not interventions:
+        raise ValueError("need question pairs and at least one intervention")
+    tok, pad = model.tokenizer, model.tokenizer.pad_token_id
+    rows: list[list[Row]] = [
+        [answer_tokens(tok, p.question, p.misaligned) for p in pairs],
+        [answer_tokens(tok, p.question, p.aligned) for p in pairs],
+    ]
+    n_answer = torch.tensor([[sum(m) for _, m in side] for side in rows], dtype=torch.float32)
+    sums = {name: _Sums(torch.zeros(2, len(pairs))) for name in interventions}
+    predicted = positions = 0  # cross-entropy: tokens predicted; KL: every position
+    for side in (0, 1):
+        for batch in batches(rows[side], batch_size, pad, by_length=True):
+            plain = _pass(model, batch, []) if side == 1 and kl else None
+            for name, ivs in interventions.items():
+                logp = _pass(model, batch, ivs) if ivs or plain is None else plain
+                answer, every = _logprob_sums(logp, batch)
+                s = sums[name]
+                s.answer[side, batch.index] = answer
+                if side == 1:
+                    s.ce -= float(every.sum())
+                    if plain is not None:
+                        per = (plain.exp() * (plain - logp)).sum(-1).cpu()
+                        s.kl += float((per * batch.attention_mask).sum())
+            if side == 1:
+                predicted += int(batch.attention_mask[:, 1:].sum())
+                positions += int(batch.attention_mask.sum())
+    out = {}
+    for name, s in sums.items():
+        mis, ali = s.answer / n_answer
+        out[name] = PairEffects(mis - ali, s.ce / predicted, s.kl / positions if kl else None)
+    return out
