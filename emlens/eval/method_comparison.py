@@ -27,9 +27,9 @@ from transformer_lens.model_bridge import TransformerBridge
 from emlens.core.compare import cosine_per_layer
 from emlens.core.data import QAPair
 from emlens.core.directions import DirectionSet
-from emlens.core.interventions import steer
+from emlens.core.interventions import Intervention, steer
 from emlens.core.methods import METHODS, Contrast, Method, contrast_from_pairs
-from emlens.eval.metrics import contrastive_scores
+from emlens.eval.effects import pair_effects
 from emlens.eval.stats import bootstrap
 
 
@@ -152,13 +152,18 @@ def steering_effects(
     Returns:
         The unsteered score, and one row per (layer, direction) with its score and shift.
     """
-    base = contrastive_scores(model, pairs, [], batch_size)
-    rows = []
+    conditions: dict[str, list[Intervention]] = {"": []}
     for layer in layers:
         for name, ds in directions.items():
             v = ds.at(layer)
             matched = DirectionSet((v / v.norm() * norms[layer])[None], [layer], ds.hook)
-            s = contrastive_scores(model, pairs, [steer(matched, layer, scale)], batch_size)
+            conditions[f"{layer}/{name}"] = [steer(matched, layer, scale)]
+    effects = pair_effects(model, pairs, conditions, kl=False, batch_size=batch_size)
+    base = effects[""].scores
+    rows = []
+    for layer in layers:
+        for name in directions:
+            s = effects[f"{layer}/{name}"].scores
             rows.append(
                 {
                     "layer": layer,
