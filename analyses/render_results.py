@@ -442,9 +442,11 @@ def study_block(data: dict | None) -> str:
     return "\n".join(
         [
             f"Last timed {data['date']} at commit `{data['commit']}` on {data['cpus']} CPU cores: "
-            f"the {len(minutes)} analyses took **{total:.1f} minutes** (target <= 60). Minutes "
-            "are wall clock per analysis process (model loading and training included); the "
-            "stages are the saved steps' compute seconds (training is not a stage).",
+            f"the {len(minutes)} analyses took **{data['wall_minutes']:.1f} minutes** of wall "
+            f"clock, {data['lanes']} at a time (target <= 60); one after the other they add up "
+            f"to {total:.1f}. Minutes are wall clock per analysis process (model loading and "
+            "training included); the stages are the saved steps' compute seconds (training is "
+            "not a stage).",
             "",
             *markdown_table(rows),
         ]

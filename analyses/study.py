@@ -1,17 +1,21 @@
-"""The whole study in one command: every analysis in sequence, then the results pages.
+"""The whole study in one command: every analysis, then the results pages.
 
     .venv/bin/python analyses/study.py            # make study: every finding, then render
     .venv/bin/python analyses/study.py --quick    # smoke options, tiny model, out/study/quick
     .venv/bin/python analyses/study.py --minutes  # the last run's study_minutes (make bench)
 
-Each analysis runs as its own process (``python analyses/<name>.py``), in the order the data
-needs (``organisms`` before ``lora_probes``, which probes its organisms). What exists is
-reused, not recomputed: each script loads its finished stages from ``<out>/stages/`` and the
-organisms it already trained in ``out/``. The time of every stage (an analysis, then the
-rendering) goes to ``out/study/times.json`` (``out/study/quick/times.json`` with ``--quick``),
-written after each stage, so an interrupted study still says where the time went. The full run
-ends with ``analyses/render_results.py``; the quick one writes outside ``docs/results`` and
-renders nothing.
+Each analysis runs as its own process (``python analyses/<name>.py``), ``--lanes`` of them at
+a time (default 2, each with its share of the CPU cores as torch threads: on 2 cores, two
+one-thread processes get more done than one two-thread process), each starting when what it
+needs has finished (``organisms`` before ``lora_probes``, which probes its organisms); the
+output of each goes to ``out/study/logs/<name>.log``. What exists is reused, not recomputed:
+each script loads its finished stages from ``<out>/stages/`` and the organisms it already
+trained in ``out/``. The minutes of every analysis go to ``out/study/times.json``
+(``out/study/quick/times.json`` with ``--quick``) as each finishes, so an interrupted study
+still says where the time went; ``total`` is the wall clock of the whole run. The full run
+writes ``docs/results/study_times.json`` (rendered into docs/benchmarks.md) and ends with
+``analyses/render_results.py``; the quick one writes outside ``docs/results`` and renders
+nothing.
 """
 
 from __future__ import annotations
@@ -27,16 +31,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out/study"
-ORDER = (
-    "em_vs_refusal",
+ORDER = (  # the longest first, so that two lanes finish close together
     "organisms",
-    "steering_sweep",
-    "em_rate_local_judge",
-    "phase_change",
-    "lora_probes",
     "elasticity",
+    "steering_sweep",
+    "phase_change",
     "circuits",
+    "em_rate_local_judge",
     "direction_methods",
+    "em_vs_refusal",
+    "lora_probes",
 )
 QUICK_DIR = OUT / "quick"
 RECORD = ROOT / "docs/results/study_times.json"  # what docs/benchmarks.md is rendered from
@@ -66,34 +70,75 @@ def quick_options(name: str) -> list[str]:
     return [*TINY, *options, "--out", str(out)]
 
 
-def run_stage(name: str, command: list[str], times: dict[str, float], path: Path) -> None:
-    """Run ``command``, add its minutes to ``times`` under ``name``, and save ``times``."""
-    print(f"study: {name}: {' '.join(command)}", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    times[name] = round((time.perf_counter() - t0) / 60, 2)
-    times["total"] = round(sum(v for k, v in times.items() if k != "total"), 2)
+DEPENDS = {"lora_probes": "organisms"}  # probes the organisms that organisms.py trains
+
+
+def save_times(times: dict[str, float], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(times, indent=1) + "\n")
-    print(f"study: {name} took {times[name]:.1f} min", flush=True)
 
 
-def study(quick: bool, only: list[str] | None = None) -> dict[str, float]:
-    """Run the analyses (``only`` those named, in study order) and render; return the minutes."""
+def run_lanes(jobs: dict[str, list[str]], lanes: int, times: dict, path: Path) -> None:
+    """Run the ``jobs`` (name -> command), ``lanes`` at a time, each when what it depends on
+    has finished; each job's output goes to ``<times folder>/logs/<name>.log``. Adds each
+    job's minutes to ``times`` and saves them as each finishes."""
+    logs = path.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running = list(jobs), {}
+    while pending or running:
+        for name in list(pending):
+            if len(running) >= lanes:
+                break
+            if DEPENDS.get(name) in pending or DEPENDS.get(name) in running:
+                continue
+            pending.remove(name)
+            log = (logs / f"{name}.log").open("w")
+            print(f"study: {name}: {' '.join(jobs[name])} > {log.name}", flush=True)
+            proc = subprocess.Popen(jobs[name], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            running[name] = (proc, time.perf_counter(), log)
+        time.sleep(1)
+        for name, (proc, t0, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            if proc.returncode != 0:
+                for other, _, _ in running.values():
+                    other.terminate()
+                raise SystemExit(f"study: {name} failed (exit {proc.returncode}); see {log.name}")
+            times[name] = round((time.perf_counter() - t0) / 60, 2)
+            save_times(times, path)
+            print(f"study: {name} took {times[name]:.1f} min", flush=True)
+
+
+def study(quick: bool, only: list[str] | None = None, lanes: int = 2) -> dict[str, float]:
+    """Run the analyses (``only`` those named), ``lanes`` processes at a time with the cores
+    shared out among them, then render; return the minutes (``total``: wall clock)."""
     path = (QUICK_DIR if quick else OUT) / "times.json"
     # a partial run (--only) keeps the other stages' last minutes; a whole run starts afresh
     times: dict[str, float] = json.loads(path.read_text()) if only and path.exists() else {}
-    for name in [n for n in ORDER if only is None or n in only]:
-        command = [sys.executable, str(ROOT / f"analyses/{name}.py")]
-        run_stage(name, command + (quick_options(name) if quick else []), times, path)
+    threads = max(1, (os.cpu_count() or 1) // lanes)
+    jobs = {
+        name: [
+            sys.executable,
+            str(ROOT / f"analyses/{name}.py"),
+            *(quick_options(name) if quick else []),
+            "--threads",
+            str(threads),
+        ]
+        for name in ORDER
+        if only is None or name in only
+    }
+    t0 = time.perf_counter()
+    run_lanes(jobs, lanes, times, path)
     if not quick:
-        record(times)
-        run_stage(
-            "render_results",
-            [sys.executable, str(ROOT / "analyses/render_results.py")],
-            times,
-            path,
-        )
+        record(times, lanes, round((time.perf_counter() - t0) / 60, 2))
+        render = [sys.executable, str(ROOT / "analyses/render_results.py")]
+        run_lanes({"render_results": render}, 1, times, path)
+    # the whole study's minutes: wall clock; after a partial run, the sum (an upper bound)
+    wall = round((time.perf_counter() - t0) / 60, 2)
+    times["total"] = wall if only is None else round(sum(times[n] for n in ORDER if n in times), 2)
+    save_times(times, path)
     return times
 
 
@@ -103,7 +148,7 @@ def stage_seconds(name: str) -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def record(times: dict[str, float]) -> None:
+def record(times: dict[str, float], lanes: int, wall: float) -> None:
     """Write ``docs/results/study_times.json``: minutes per analysis (wall clock, model loading
     and training included) and each analysis's stage seconds, for docs/benchmarks.md."""
     commit = subprocess.run(
@@ -115,6 +160,8 @@ def record(times: dict[str, float]) -> None:
                 "date": datetime.date.today().isoformat(),
                 "commit": commit,
                 "cpus": os.cpu_count(),
+                "lanes": lanes,
+                "wall_minutes": wall,
                 "minutes": {n: times[n] for n in ORDER if n in times},
                 "stage_seconds": {n: stage_seconds(n) for n in ORDER if n in times},
             },
@@ -141,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny model, smoke options, no rendering")
     p.add_argument("--only", nargs="+", choices=ORDER, help="run only these analyses")
     p.add_argument("--minutes", action="store_true", help="print the last run's study_minutes")
+    p.add_argument("--lanes", type=int, default=2, help="analyses run at once (default 2)")
     args = p.parse_args(argv)
     if args.minutes:
         print(last_minutes(args.quick))
         return 0
-    times = study(args.quick, args.only)
+    if args.lanes < 1:
+        raise SystemExit("--lanes must be >= 1")
+    times = study(args.quick, args.only, args.lanes)
     print(json.dumps(times, indent=1))
     print(last_minutes(args.quick))
     return 0

@@ -47,11 +47,13 @@ def test_study_block_sums_the_minutes_and_ranks_the_analyses(render):
         "date": "2026-12-02",
         "commit": "abc1234",
         "cpus": 2,
+        "lanes": 2,
+        "wall_minutes": 31.0,
         "minutes": {"small": 10.0, "big": 30.0},
         "stage_seconds": {"big": {"x": 5.0, "y": 50.0}},
     }
     block = render.study_block(data)
-    assert "**40.0 minutes**" in block
+    assert "**31.0 minutes**" in block and "add up to 40.0" in block
     table = block.split("\n")[2:]
     assert table[2] == "| big | 30.0 | 75% | y 50, x 5 |"
     assert table[3] == "| small | 10.0 | 25% | - |"
