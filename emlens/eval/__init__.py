@@ -3,6 +3,7 @@
 ``eval`` imports ``emlens.core`` only, never ``emlens.organisms`` (tests/test_layout.py).
 """
 
+from emlens.eval.effects import PairEffects, pair_effects
 from emlens.eval.em_rate import (
     ALIGNED_BELOW,
     COHERENT_ABOVE,
@@ -76,6 +77,7 @@ __all__ = [
     "MethodComparison",
     "Metric",
     "OpenAIJudge",
+    "PairEffects",
     "Rate",
     "Selection",
     "ServeLimits",
@@ -102,6 +104,7 @@ __all__ = [
     "make_judge",
     "make_server",
     "method_cosines",
+    "pair_effects",
     "random_directions",
     "refusal_logodds",
     "refusal_metric",
