@@ -33,6 +33,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/train_bench.py
+	$(BIN)/python benchmarks/study_levers.py
 	$(BIN)/python analyses/study.py --minutes
 	$(BIN)/python benchmarks/probe_judge.py
 
