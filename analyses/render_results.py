@@ -236,7 +236,7 @@ def facts_phase_change() -> dict[str, str]:
     half = gap[str(s["steps"] // 2)]
     narrow = s["eval"]["narrow_held_out"]
     return {
-        "pc_step": str(pc["step"]),
+        "pc_estimate": f"step {pc['step']}" if pc["step"] is not None else pc["reason"],
         "pc_layer": s["adapter"].split(".")[2],
         "pc_kmax": str(max(pc["ks"])),
         "pc_ks": ", ".join(map(str, pc["ks"])),
@@ -443,10 +443,10 @@ def study_block(data: dict | None) -> str:
         [
             f"Last timed {data['date']} at commit `{data['commit']}` on {data['cpus']} CPU cores: "
             f"the {len(minutes)} analyses took **{data['wall_minutes']:.1f} minutes** of wall "
-            f"clock, {data['lanes']} at a time (target <= 60); one after the other they add up "
-            f"to {total:.1f}. Minutes are wall clock per analysis process (model loading and "
-            "training included); the stages are the saved steps' compute seconds (training is "
-            "not a stage).",
+            f"clock, {data['lanes']} at a time (target <= 60); their own minutes, each process "
+            f"on its share of the cores beside the others, add up to {total:.1f}. Minutes are "
+            "wall clock per analysis process (model loading and training included); the stages "
+            "are the saved steps' compute seconds (training is not a stage).",
             "",
             *markdown_table(rows),
         ]

@@ -31,16 +31,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out/study"
-ORDER = (  # the longest first, so that two lanes finish close together
+# The longest first, so that the lanes finish close together; lora_probes as soon as the
+# organisms it probes exist (last in the 2026-12-02 run, it ran 4 minutes alone at the end).
+ORDER = (
     "organisms",
     "elasticity",
     "steering_sweep",
+    "lora_probes",
     "phase_change",
     "circuits",
     "em_rate_local_judge",
     "direction_methods",
     "em_vs_refusal",
-    "lora_probes",
 )
 QUICK_DIR = OUT / "quick"
 RECORD = ROOT / "docs/results/study_times.json"  # what docs/benchmarks.md is rendered from
