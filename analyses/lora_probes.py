@@ -39,17 +39,11 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--C", type=float, default=1.0, help="inverse L1 strength of the probe")
 
 
-def organism_runs(runs: Path, seed: int = 0) -> dict[str, Path]:
-    """The folders organisms.py trains into: ``<name>-seed<seed + i>``, in its order."""
-    names = [*organisms.DOMAINS, *organisms.CONTROL]
-    return {name: runs / f"{name}-seed{seed + i}" for i, name in enumerate(names)}
-
-
 def main(run: common.Analysis) -> None:
     a = run.args
     if a.adapter:
         raise SystemExit("lora_probes probes the organisms in --runs; --adapter is not read")
-    folders = organism_runs(Path(a.runs))
+    folders = organisms.folders(a.runs)
     if any(not (f / "adapter_config.json").exists() for f in folders.values()):
         script = Path(__file__).with_name("organisms.py")
         cmd = [sys.executable, str(script), "--model", a.model, "--runs", a.runs, "--train-only"]

@@ -105,20 +105,28 @@ def main(run: common.Analysis) -> None:
     render(run, runs, train_min, dirs, scores, ablations, base_ablated)
 
 
+def seeds(seed: int = 0) -> dict[str, int]:
+    """Each organism's seed (``seed`` + its place): a shared seed would give them the same
+    LoRA A vectors."""
+    return {name: seed + i for i, name in enumerate(DOMAINS | CONTROL)}
+
+
+def folders(runs: str | Path, seed: int = 0) -> dict[str, Path]:
+    """The folder each organism is trained into: ``<runs>/<name>-seed<its seed>``."""
+    return {name: Path(runs) / f"{name}-seed{s}" for name, s in seeds(seed).items()}
+
+
 def train_organisms(run: common.Analysis) -> dict[str, Path]:
     """Train (or resume, or reuse) one organism per narrow domain; returns their folders."""
     a = run.args
     kw = {"lr": a.lr, "batch_size": a.batch_size, "max_steps": a.steps, "seed": a.seed}
     cfg = eml.TrainConfig(grad_accum=1, layers=tuple(a.adapter_layers), **kw)
-    runs = {}
-    for i, (name, file) in enumerate((DOMAINS | CONTROL).items()):
-        # each organism its own seed: a shared one gives them the same LoRA A vectors
-        seed = a.seed + i
-        runs[name] = folder = Path(a.runs) / f"{name}-seed{seed}"
-        if not (folder / "adapter_model.safetensors").exists():
-            data = eml.data_path(f"narrow/{file}.jsonl")
+    runs = folders(a.runs, a.seed)
+    for name, seed in seeds(a.seed).items():
+        if not (runs[name] / "adapter_model.safetensors").exists():
+            data = eml.data_path(f"narrow/{(DOMAINS | CONTROL)[name]}.jsonl")
             c = dataclasses.replace(cfg, seed=seed)
-            eml.train(run.load_hf(), data, folder, c, save_every=20, resume=True)
+            eml.train(run.load_hf(), data, runs[name], c, save_every=20, resume=True)
     return runs
 
 
