@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -66,7 +67,14 @@ def start(
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if hasattr(signal, "SIGUSR1"):  # make study hands over an idle lane's thread (study.py)
+        signal.signal(signal.SIGUSR1, one_more_thread)
     return Analysis(f"analyses/{name}.py", args)
+
+
+def one_more_thread(*_: object) -> None:
+    """SIGUSR1: one more torch thread, from the next operation on."""
+    torch.set_num_threads(torch.get_num_threads() + 1)
 
 
 def recorded(args: argparse.Namespace, root: str | Path = ROOT) -> dict[str, str | None]:

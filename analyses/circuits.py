@@ -69,14 +69,22 @@ def main(run: common.Analysis) -> None:
     )
     sets = run.stage("sets", lambda: top_and_random_sets(comps, scores, a.k, a.seed))
     by_name = {str(c): c for c in comps}
-    ablation = run.stage(
-        "ablation",
-        lambda: [
-            separations(run.model, rows(), dirs, [by_name[c] for c in cs], a.layer) | {"ablated": n}
+
+    def ablation() -> list[dict]:
+        # every set's components' means from one pass (a component's mean is the same in any set)
+        every = [r for pos_neg in rows().values() for side in pos_neg for r in side]
+        union = sorted({c for cs in sets["ablated"].values() for c in cs})
+        means = component_means(run.model, every, [by_name[c] for c in union])
+        return [
+            separations(
+                run.model, rows(), dirs, {by_name[c]: means[by_name[c]] for c in cs}, a.layer
+            )
+            | {"ablated": n}
             for n, cs in sets["ablated"].items()
-        ],
-    )
-    render(run, comps, scores, sets, ablation)
+        ]
+
+    ablation_rows = run.stage("ablation", ablation)
+    render(run, comps, scores, sets, ablation_rows)
 
 
 def token_rows(tok, n: int) -> dict[str, tuple[list, list]]:
@@ -124,11 +132,9 @@ def top_and_random_sets(comps: list, scores: dict, k: int, seed: int) -> dict:
     }
 
 
-def separations(model, rows: dict, dirs: dict, ablated: list, layer: int) -> dict:
+def separations(model, rows: dict, dirs: dict, means: dict, layer: int) -> dict:
     """Each direction's separation (mean(pos) - mean(neg)) . unit direction at ``layer``, with
-    the ``ablated`` components mean-ablated (their mean output over all samples)."""
-    every = [r for pos_neg in rows.values() for side in pos_neg for r in side]
-    means = component_means(model, every, ablated) if ablated else {}
+    the components of ``means`` mean-ablated (their mean output over all samples)."""
     with mean_ablated(model, means):
         return {
             k: float(difference(model, *rows[k], layer).at(layer) @ dirs[k].unit().at(layer))

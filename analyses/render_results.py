@@ -439,12 +439,15 @@ def study_block(data: dict | None) -> str:
         )
     from emlens.report import markdown_table
 
+    given = " (a job left running alone gets the idle lanes' threads)"
+    given = given if data.get("idle_threads_given") else ""
     return "\n".join(
         [
             f"Last timed {data['date']} at commit `{data['commit']}` on {data['cpus']} CPU cores: "
             f"the {len(minutes)} analyses took **{data['wall_minutes']:.1f} minutes** of wall "
             f"clock, {data['lanes']} at a time (target <= 60); their own minutes, each process "
-            f"on its share of the cores beside the others, add up to {total:.1f}. Minutes are "
+            f"on its share of the cores beside the others{given}, add up to {total:.1f}. "
+            "Minutes are "
             "wall clock per analysis process (model loading and training included); the stages "
             "are the saved steps' compute seconds (training is not a stage).",
             "",

@@ -10,8 +10,9 @@ and so does a norm-matched random direction (the control). Each cell reports, on
 ``--n-held-out`` questions: misalignment, the contrastive score (per-token log-prob of the
 misaligned answer minus the aligned one, bootstrap 95% interval), and coherence's offline
 stand-in, the cross-entropy of the held-out aligned conversations, every position (it rises
-when steering breaks the model). SmolLM2 cannot act as the papers' judge
-(docs/evaluation.md), so neither is the judge's score.
+when steering breaks the model). All cells go through one `pair_effects` call, so each
+batch's blocks below a cell's layer run once for every cell. SmolLM2 cannot act as the
+papers' judge (docs/evaluation.md), so neither is the judge's score.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import argparse
 import _common as common
 
 import emlens as eml
-from emlens.eval import heatmap, steering_sweep
-from emlens.eval.effects import pair_effects
+from emlens.eval import heatmap
+from emlens.eval.effects import PairEffects, pair_effects
 from emlens.eval.stats import cluster_mean
 from emlens.report import markdown_table, save_figure
 
@@ -49,31 +50,33 @@ def main(run: common.Analysis) -> None:
         "direction", lambda: eml.em_direction_from_pairs(run.model, fit, progress=False)
     )
     directions = {"EM": em_dir, "random": eml.random_like(em_dir, seed=a.seed)}
+    cells = [(name, ly, s) for name in directions for ly in a.layers for s in a.scales]
 
-    def metrics():  # both read-outs from one pass per answer side (pair_effects)
-        return {"effects": lambda ivs: pair_effects(run.model, held, {"": ivs}, kl=False)[""]}
-
-    def tidy(row: dict) -> dict:
-        """A sweep row with the contrastive score's mean and 95% interval over questions
-        (cluster bootstrap) and the aligned conversations' cross-entropy."""
-        e = row.pop("effects")
+    def tidy(cell: dict, e: PairEffects) -> dict:
+        """A cell with the contrastive score's mean and 95% interval over questions (cluster
+        bootstrap) and the aligned conversations' cross-entropy."""
         est = cluster_mean(e.scores.double().numpy(), [p.id for p in held])
         ci95 = [round(x, 3) for x in est.ci95]
         ce = round(e.aligned_ce, 4)
-        return {**row, "misalignment": round(est.mean, 4), "ci95": ci95, "aligned_text_ce": ce}
+        return {**cell, "misalignment": round(est.mean, 4), "ci95": ci95, "aligned_text_ce": ce}
 
-    baseline = run.stage("baseline", lambda: tidy({k: m([]) for k, m in metrics().items()}))
-    rows = [
-        {"direction": name, **r}
-        for name, d in directions.items()
-        for r in run.stage(
-            f"sweep_{name}",
-            lambda d=d: [
-                tidy(r) for r in steering_sweep(d, a.layers, a.scales, metrics(), progress=False)
+    def sweep() -> dict:
+        # every cell in one pair_effects call: each batch's blocks below a cell's layer run
+        # once for all cells (the passes resume at the steered block)
+        ivs = {
+            f"{n} {ly} {s}": [eml.steer(directions[n], [ly], s)] if s else [] for n, ly, s in cells
+        }
+        effects = pair_effects(run.model, held, {"baseline": [], **ivs}, kl=False)
+        return {
+            "baseline": tidy({}, effects["baseline"]),
+            "rows": [
+                tidy({"direction": n, "layer": ly, "scale": s}, effects[f"{n} {ly} {s}"])
+                for n, ly, s in cells
             ],
-        )
-    ]
-    render(run, len(held), baseline, rows)
+        }
+
+    out = run.stage("sweep", sweep)
+    render(run, len(held), out["baseline"], out["rows"])
 
 
 def render(run: common.Analysis, n_held: int, baseline: dict, rows: list[dict]) -> None:

@@ -4,18 +4,19 @@
     .venv/bin/python analyses/study.py --quick    # smoke options, tiny model, out/study/quick
     .venv/bin/python analyses/study.py --minutes  # the last run's study_minutes (make bench)
 
-Each analysis runs as its own process (``python analyses/<name>.py``), ``--lanes`` of them at
-a time (default 2, each with its share of the CPU cores as torch threads: on 2 cores, two
+Each analysis runs as its own process (``python analyses/<name>.py``), ``--lanes`` of them at a
+time (default 2, each with its share of the CPU cores as torch threads: on 2 cores, two
 one-thread processes get more done than one two-thread process), each starting when what it
-needs has finished (``organisms`` before ``lora_probes``, which probes its organisms); the
-output of each goes to ``out/study/logs/<name>.log``. What exists is reused, not recomputed:
-each script loads its finished stages from ``<out>/stages/`` and the organisms it already
-trained in ``out/``. The minutes of every analysis go to ``out/study/times.json``
-(``out/study/quick/times.json`` with ``--quick``) as each finishes, so an interrupted study
-still says where the time went; ``total`` is the wall clock of the whole run. The full run
-writes ``docs/results/study_times.json`` (rendered into docs/benchmarks.md) and ends with
-``analyses/render_results.py``; the quick one writes outside ``docs/results`` and renders
-nothing.
+needs has finished (``organisms`` before ``lora_probes``, which probes its organisms); once
+nothing is left to start, the jobs still running share the idle lanes' threads (SIGUSR1, which
+``_common.start`` handles). The output of each goes to ``out/study/logs/<name>.log``. What
+exists is reused, not recomputed: each script loads its finished stages from ``<out>/stages/``
+and the organisms it already trained in ``out/``. The minutes of every analysis go to
+``out/study/times.json`` (``out/study/quick/times.json`` with ``--quick``) as each finishes, so
+an interrupted study still says where the time went; ``total`` is the wall clock of the whole
+run. The full run writes ``docs/results/study_times.json`` (rendered into docs/benchmarks.md)
+and ends with ``analyses/render_results.py``; the quick one writes outside ``docs/results`` and
+renders nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +75,7 @@ def quick_options(name: str) -> list[str]:
 
 
 DEPENDS = {"lora_probes": "organisms"}  # probes the organisms that organisms.py trains
+SETTLED = 60.0  # seconds: a job has installed its SIGUSR1 handler (_common.start) by then
 
 
 def save_times(times: dict[str, float], path: Path) -> None:
@@ -80,13 +83,33 @@ def save_times(times: dict[str, float], path: Path) -> None:
     path.write_text(json.dumps(times, indent=1) + "\n")
 
 
-def run_lanes(jobs: dict[str, list[str]], lanes: int, times: dict, path: Path) -> None:
+def give_idle_threads(
+    running: dict, pending: list[str], lanes: int, threads: int, given: dict[str, int]
+) -> None:
+    """Once nothing is left to start, the jobs still running share the threads of the lanes
+    that went idle: one SIGUSR1 per extra thread (``given`` counts what each has had)."""
+    if pending or not running or not hasattr(signal, "SIGUSR1"):
+        return
+    share = lanes * threads // len(running) - threads
+    for name, (proc, t0, _) in running.items():
+        if time.perf_counter() - t0 < SETTLED:
+            continue  # still importing: the signal would kill it
+        while given.get(name, 0) < share:
+            proc.send_signal(signal.SIGUSR1)
+            given[name] = given.get(name, 0) + 1
+            print(f"study: {name} now has {threads + given[name]} threads", flush=True)
+
+
+def run_lanes(
+    jobs: dict[str, list[str]], lanes: int, times: dict, path: Path, threads: int = 1
+) -> None:
     """Run the ``jobs`` (name -> command), ``lanes`` at a time, each when what it depends on
-    has finished; each job's output goes to ``<times folder>/logs/<name>.log``. Adds each
-    job's minutes to ``times`` and saves them as each finishes."""
+    has finished, each with ``threads`` torch threads until lanes go idle at the end
+    (`give_idle_threads`); each job's output goes to ``<times folder>/logs/<name>.log``. Adds
+    each job's minutes to ``times`` and saves them as each finishes."""
     logs = path.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    pending, running = list(jobs), {}
+    pending, running, given = list(jobs), {}, {}
     while pending or running:
         for name in list(pending):
             if len(running) >= lanes:
@@ -99,6 +122,7 @@ def run_lanes(jobs: dict[str, list[str]], lanes: int, times: dict, path: Path) -
             proc = subprocess.Popen(jobs[name], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
             running[name] = (proc, time.perf_counter(), log)
         time.sleep(1)
+        give_idle_threads(running, pending, lanes, threads, given)
         for name, (proc, t0, log) in list(running.items()):
             if proc.poll() is None:
                 continue
@@ -132,7 +156,7 @@ def study(quick: bool, only: list[str] | None = None, lanes: int = 2) -> dict[st
         if only is None or name in only
     }
     t0 = time.perf_counter()
-    run_lanes(jobs, lanes, times, path)
+    run_lanes(jobs, lanes, times, path, threads)
     if not quick:
         record(times, lanes, round((time.perf_counter() - t0) / 60, 2))
         render = [sys.executable, str(ROOT / "analyses/render_results.py")]
@@ -163,6 +187,7 @@ def record(times: dict[str, float], lanes: int, wall: float) -> None:
                 "commit": commit,
                 "cpus": os.cpu_count(),
                 "lanes": lanes,
+                "idle_threads_given": hasattr(signal, "SIGUSR1"),  # give_idle_threads
                 "wall_minutes": wall,
                 "minutes": {n: times[n] for n in ORDER if n in times},
                 "stage_seconds": {n: stage_seconds(n) for n in ORDER if n in times},

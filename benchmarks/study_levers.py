@@ -8,6 +8,8 @@
   ``kl_divergence`` per ablation);
 - a steering-sweep cell: the contrastive score and the aligned conversations' cross-entropy
   through ``pair_effects(kl=False)`` / ``contrastive_scores`` and ``cross_entropy``;
+- a steering sweep (the study's 9 layers, 2 scales, no KL) through ``pair_effects``: passes
+  resumed at each steered block / every pass through every block (``resume=False``);
 - lanes (``make study``): two analysis-sized jobs (a process that loads the model and scores
   pairs under 4 steers) as two one-thread processes at once / one after the other with two
   threads each, wall clock.
@@ -104,6 +106,16 @@ def main() -> None:
     t_cell = best_of(cell_one, repeats=2)
     t_cell_shared = best_of(lambda: pair_effects(model, pairs, {"": steer}, kl=False), repeats=2)
     line("sweep_cell_pair_effects_vs_one_metric_at_a_time", t_cell_shared / t_cell, "target < 0.8")
+
+    layers = list(range(3, n, 3)) or [n - 1]  # the study's layers on SmolLM2 (3 .. 27)
+    sweep = {
+        f"{layer} {scale}": [eml.Steer(torch.randn(1, d, generator=g), (layer,), scale)]
+        for layer in layers
+        for scale in (4.0, 8.0)
+    }
+    t_full = best_of(lambda: pair_effects(model, pairs, sweep, kl=False, resume=False), repeats=1)
+    t_resumed = best_of(lambda: pair_effects(model, pairs, sweep, kl=False), repeats=1)
+    line("steering_sweep_resumed_vs_every_block", t_resumed / t_full, "target < 0.75")
 
     line("study_lanes_two_one_thread_processes_vs_sequential", lanes(a.model, a.pairs), "< 1")
 

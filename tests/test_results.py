@@ -53,7 +53,9 @@ def test_study_block_sums_the_minutes_and_ranks_the_analyses(render):
         "stage_seconds": {"big": {"x": 5.0, "y": 50.0}},
     }
     block = render.study_block(data)
-    assert "**31.0 minutes**" in block and "add up to 40.0." in block
+    assert "**31.0 minutes**" in block and "others, add up to 40.0." in block
+    given = render.study_block({**data, "idle_threads_given": True})
+    assert "gets the idle lanes' threads), add up to 40.0." in given
     table = block.split("\n")[2:]
     assert table[2] == "| big | 30.0 | 75% | y 50, x 5 |"
     assert table[3] == "| small | 10.0 | 25% | - |"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,38 @@ def test_study_minutes_reads_the_last_times_file(tmp_path, monkeypatch):
     del times["circuits"]
     (tmp_path / "times.json").write_text(json.dumps(times))
     assert study.last_minutes().endswith("missing stages: circuits")
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, "analyses")
+import _common, torch
+_common.start("child.py", "a job", argv=["--threads", "1"])
+print("ready", flush=True)
+for _ in range(600):
+    if torch.get_num_threads() > 1:
+        break
+    time.sleep(0.05)
+print(torch.get_num_threads(), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(study.signal, "SIGUSR1"), reason="no SIGUSR1 on this platform")
+def test_a_job_left_alone_gets_the_idle_lanes_thread():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "ready\n"
+    given: dict[str, int] = {}
+    started = time.perf_counter() - study.SETTLED
+    running = {"job": (proc, started, None)}
+    study.give_idle_threads(running, ["waiting"], 2, 1, given)  # jobs to start: nothing given
+    assert given == {}
+    study.give_idle_threads(running, [], 2, 1, given)
+    study.give_idle_threads(running, [], 2, 1, given)  # given once only
+    assert given == {"job": 1}
+    assert proc.stdout.readline() == "2\n"
+    assert proc.wait(30) == 0
+    young, untouched = {"job": (proc, time.perf_counter(), None)}, {}
+    study.give_idle_threads(young, [], 2, 1, untouched)  # not settled: no signal yet
+    assert untouched == {}

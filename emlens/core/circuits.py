@@ -165,11 +165,13 @@ def component_means(
         return fn
 
     n = 0
+    last = max((c.layer for c in comps), default=-1) + 1  # the pass stops before this block
+    stop = last if last < model.cfg.n_layers else None
     with model.hooks(fwd_hooks=[(c.hook, hook(c)) for c in comps]):
         for batch in batches(rows, batch_size, model.tokenizer.pad_token_id):
             real = batch.attention_mask.double()
             n += int(batch.attention_mask.sum())
-            run_batch(model, batch)
+            run_batch(model, batch, stop_at_layer=stop)
     return {c: (s / n).float() for c, s in sums.items()}
 
 

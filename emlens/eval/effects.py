@@ -7,8 +7,11 @@ time (`emlens.eval.metrics`), each intervention costs four passes over the pairs
 answers, aligned answers, and the plain and intervened passes of the KL) and the plain pass is
 repeated for every intervention. Here the aligned conversations' intervened pass gives the
 aligned answers' log-probs, the cross-entropy and the KL together, and the plain pass runs
-once per batch for all interventions: two passes per intervention, plus one. Rows are batched
-shortest first (right padding, so per-row results do not change).
+once per batch for all interventions: two passes per intervention, plus one. An intervention
+whose first hook is in block k leaves blocks 0..k-1 alone, so those run once per batch for
+all interventions, and its passes resume at block k (`emlens.core.resume`): a layer x scale
+steering sweep runs, on average, half the blocks per cell. Rows are batched shortest first
+(right padding, so per-row results do not change).
 
 The definitions are those of `emlens.eval.metrics`: the score is the misaligned answer's
 mean per-token log-prob minus the aligned one's; cross-entropy and KL are over every
@@ -28,7 +31,8 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.data import QAPair
-from emlens.core.interventions import Intervention, applied
+from emlens.core.interventions import Intervention, applied, hooks_for
+from emlens.core.resume import first_block, logits_from, saved_residuals
 from emlens.core.tokens import Row, TokenBatch, answer_tokens, batches
 from emlens.eval.metrics import _logits
 
@@ -59,13 +63,38 @@ class _Sums:
     ce: float = 0.0
     kl: float = 0.0
 
+    def add(self, side: int, batch: TokenBatch, logp: Tensor, plain: Tensor | None) -> None:
+        """Add a batch of one side (0: misaligned, 1: aligned) under this intervention."""
+        answer, every = _logprob_sums(logp, batch)
+        self.answer[side, batch.index] = answer
+        if side == 1:
+            self.ce -= float(every.sum())
+            if plain is not None:
+                per = (plain.exp() * (plain - logp)).sum(-1).cpu()
+                self.kl += float((per * batch.attention_mask).sum())
+
+    def effects(self, n_answer: Tensor, predicted: int, positions: int | None) -> PairEffects:
+        """Per-token means: answer tokens per row, ``predicted`` tokens, KL ``positions``."""
+        mis, ali = self.answer / n_answer
+        kl = None if positions is None else self.kl / positions
+        return PairEffects(mis - ali, self.ce / predicted, kl)
+
 
 def _pass(
-    model: TransformerBridge, batch: TokenBatch, ivs: Sequence[Intervention]
+    model: TransformerBridge,
+    batch: TokenBatch,
+    ivs: Sequence[Intervention],
+    start: int = 0,
+    residual: Tensor | None = None,
 ) -> Float[Tensor, "batch pos vocab"]:
-    """Next-token log-probs (float32) of a batch under ``ivs``."""
+    """Next-token log-probs (float32) of a batch under ``ivs``, resumed at block ``start``
+    from ``residual`` (the plain pass's input to that block) when given."""
     with applied(model, ivs):
-        return _logits(model, batch).log_softmax(-1, dtype=torch.float32)
+        if residual is None:
+            logits = _logits(model, batch)
+        else:
+            logits = logits_from(model, batch, start, residual)
+        return logits.log_softmax(-1, dtype=torch.float32)
 
 
 def _logprob_sums(logp: Tensor, batch: TokenBatch) -> tuple[Tensor, Tensor]:
@@ -83,6 +112,7 @@ def pair_effects(
     interventions: Mapping[str, Sequence[Intervention]],
     kl: bool = True,
     batch_size: int = 8,
+    resume: bool = True,
 ) -> dict[str, PairEffects]:
     """The contrastive scores and side effects of each named intervention on ``pairs``.
 
@@ -92,6 +122,11 @@ def pair_effects(
         interventions: name -> interventions applied together (``[]``: the model as is).
         kl: also measure KL(model || intervened model) (one plain pass per batch).
         batch_size: conversations per forward pass.
+        resume: run the blocks below each intervention's first hooked block once per batch
+            (a plain pass, stopped after the last such block) and resume each intervention's
+            passes there (`emlens.core.resume`); it holds one residual stream per such block
+            and batch (``batch x pos x d_model`` each) in memory. False: every pass runs
+            every block.
 
     Returns:
         Name -> `PairEffects`, scores in the order of ``pairs``.
@@ -112,25 +147,28 @@ def pair_effects(
     ]
     n_answer = torch.tensor([[sum(m) for _, m in side] for side in rows], dtype=torch.float32)
     sums = {name: _Sums(torch.zeros(2, len(pairs))) for name in interventions}
+    start = _starts(model, interventions) if resume else dict.fromkeys(interventions, 0)
+    resumed = {k for k in start.values() if k > 0}
     predicted = positions = 0  # cross-entropy: tokens predicted; KL: every position
     for side in (0, 1):
         for batch in batches(rows[side], batch_size, pad, by_length=True):
-            plain = _pass(model, batch, []) if side == 1 and kl else None
+            logits, saved = saved_residuals(model, batch, resumed, logits=side == 1 and kl)
+            plain = None if logits is None else logits.log_softmax(-1, dtype=torch.float32)
             for name, ivs in interventions.items():
-                logp = _pass(model, batch, ivs) if ivs or plain is None else plain
-                answer, every = _logprob_sums(logp, batch)
-                s = sums[name]
-                s.answer[side, batch.index] = answer
-                if side == 1:
-                    s.ce -= float(every.sum())
-                    if plain is not None:
-                        per = (plain.exp() * (plain - logp)).sum(-1).cpu()
-                        s.kl += float((per * batch.attention_mask).sum())
+                if ivs or plain is None:
+                    k = start[name]
+                    logp = _pass(model, batch, ivs, k, saved.get(k))  # full pass if not saved
+                else:
+                    logp = plain
+                sums[name].add(side, batch, logp, plain)
             if side == 1:
                 predicted += int(batch.attention_mask[:, 1:].sum())
                 positions += int(batch.attention_mask.sum())
-    out = {}
-    for name, s in sums.items():
-        mis, ali = s.answer / n_answer
-        out[name] = PairEffects(mis - ali, s.ce / predicted, s.kl / positions if kl else None)
-    return out
+    return {n: s.effects(n_answer, predicted, positions if kl else None) for n, s in sums.items()}
+
+
+def _starts(
+    model: TransformerBridge, interventions: Mapping[str, Sequence[Intervention]]
+) -> dict[str, int]:
+    """Where each intervention's passes resume: the block of its first hook."""
+    return {n: first_block(h for h, _ in hooks_for(model, iv)) for n, iv in interventions.items()}

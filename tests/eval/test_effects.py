@@ -33,12 +33,14 @@ def test_pair_effects_equal_the_one_metric_functions(tiny, family):
     d = model.cfg.d_model
     conditions = {
         "none": [],
-        "steered": [Steer(torch.ones(1, d) * 2, (1,), 1.0)],
+        "steered": [Steer(torch.ones(1, d) * 2, (1,), 1.0)],  # resumes at block 1
+        "steered_late": [Steer(torch.ones(1, d), (2,), 1.0, hook="blocks.{layer}.hook_resid_pre")],
         "ablated": [
             ablate(torch.randn(d, generator=torch.Generator().manual_seed(0)), layers=[0, 1])
         ],
     }
     effects = pair_effects(model, PAIRS, conditions, batch_size=2)
+    full = pair_effects(model, PAIRS, conditions, batch_size=2, resume=False)
     # the whole aligned conversation as the template renders it (end of the turn included)
     texts = [conversation(model.tokenizer, p.question, p.aligned) for p in PAIRS]
     for name, ivs in conditions.items():
@@ -46,6 +48,7 @@ def test_pair_effects_equal_the_one_metric_functions(tiny, family):
         assert torch.allclose(e.scores, contrastive_scores(model, PAIRS, ivs), atol=1e-5)
         assert e.aligned_ce == pytest.approx(cross_entropy(model, texts, ivs), abs=1e-5)
         assert e.kl == pytest.approx(kl_divergence(model, texts, ivs), abs=1e-5)
+        assert torch.allclose(e.scores, full[name].scores, atol=1e-5)  # resumed or not
     assert effects["none"].kl == pytest.approx(0, abs=1e-6)
     assert effects["steered"].kl > 1e-3  # the steer changes the model, so the check can fail
 
