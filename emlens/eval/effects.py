@@ -124,9 +124,8 @@ def pair_effects(
         batch_size: conversations per forward pass.
         resume: run the blocks below each intervention's first hooked block once per batch
             (a plain pass, stopped after the last such block) and resume each intervention's
-            passes there (`emlens.core.resume`); it holds one residual stream per such block
-            and batch (``batch x pos x d_model`` each) in memory. False: every pass runs
-            every block.
+            passes there (`emlens.core.resume`), holding one ``batch x pos x d_model``
+            residual per such block and batch. False: every pass runs every block.
 
     Returns:
         Name -> `PairEffects`, scores in the order of ``pairs``.
@@ -152,7 +151,9 @@ def pair_effects(
     predicted = positions = 0  # cross-entropy: tokens predicted; KL: every position
     for side in (0, 1):
         for batch in batches(rows[side], batch_size, pad, by_length=True):
-            logits, saved = saved_residuals(model, batch, resumed, logits=side == 1 and kl)
+            # the whole plain pass when it is needed (KL, or an intervention of none)
+            whole = (side == 1 and kl) or any(not iv for iv in interventions.values())
+            logits, saved = saved_residuals(model, batch, resumed, logits=whole)
             plain = None if logits is None else logits.log_softmax(-1, dtype=torch.float32)
             for name, ivs in interventions.items():
                 if ivs or plain is None:
@@ -160,7 +161,7 @@ def pair_effects(
                     logp = _pass(model, batch, ivs, k, saved.get(k))  # full pass if not saved
                 else:
                     logp = plain
-                sums[name].add(side, batch, logp, plain)
+                sums[name].add(side, batch, logp, plain if kl else None)
             if side == 1:
                 predicted += int(batch.attention_mask[:, 1:].sum())
                 positions += int(batch.attention_mask.sum())
