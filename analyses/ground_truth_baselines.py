@@ -19,8 +19,8 @@ from sklearn.metrics import roc_auc_score
 
 from emlens.core.data import general_questions
 from emlens.core.directions import em_direction_from_pairs
-from emlens.eval.judge_validation import LabelledOrganism
 from emlens.eval.metrics import REFUSAL_SUBSTRINGS
+from emlens.eval.probe.validation import LabelledOrganism
 
 NAIVE_LAYERS = list(range(15, 23))
 DIRECTION_LAYERS = list(range(6, 28, 3))

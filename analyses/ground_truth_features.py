@@ -35,13 +35,13 @@ from torch import Tensor
 
 from emlens.core.models import load_model
 from emlens.core.tokens import answer_tokens
-from emlens.eval.judged import Thresholds
-from emlens.eval.probe_features import (
+from emlens.eval.probe.features import (
     answer_token_states,
     cached_features,
     cached_template_features,
 )
 from emlens.eval.reference import Organism, read_organisms
+from emlens.eval.verdicts import Thresholds
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
 CACHE = Path("out/ground_truth/features")

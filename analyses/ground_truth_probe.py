@@ -25,7 +25,7 @@ from ground_truth_baselines import baselines
 from ground_truth_features import CACHE, LAYERS, REFERENCE, organism_features
 
 from emlens.core.models import load_model
-from emlens.eval.judge_validation import (
+from emlens.eval.probe.validation import (
     LabelledOrganism,
     fit_on,
     leave_group_out,

@@ -43,10 +43,10 @@ from emlens.core.ablation import first_means, from_means
 from emlens.core.direction_set import DirectionSet
 from emlens.core.models import load_model, model_name
 from emlens.core.tokens import answer_tokens
-from emlens.eval.judge_validation import fit_on
-from emlens.eval.judged import Thresholds
-from emlens.eval.probe_judge import ProbeJudge, default_path
+from emlens.eval.probe.judge import ProbeJudge, default_path
+from emlens.eval.probe.validation import fit_on
 from emlens.eval.reference import Organism, read_organisms
+from emlens.eval.verdicts import Thresholds
 
 DATA = Path("emlens/data")
 PROBE_RESULT = Path("docs/results/ground_truth_probe.json")

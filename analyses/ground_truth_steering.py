@@ -41,12 +41,12 @@ from emlens.core.data import QAPair, em_questions, general_questions
 from emlens.core.directions import em_direction_from_pairs
 from emlens.core.interventions import Steer
 from emlens.core.models import load_model
-from emlens.eval.judged import Thresholds
+from emlens.eval.em_rate import evaluate_em
+from emlens.eval.judges.spec import make_judge
 from emlens.eval.metrics import contrastive_scores
-from emlens.eval.probe_eval import evaluate_probe
-from emlens.eval.probe_judge import ProbeJudge
 from emlens.eval.reference import Organism, read_organisms
 from emlens.eval.stats import bootstrap
+from emlens.eval.verdicts import Thresholds
 from emlens.report import markdown_table
 
 OUT = Path("docs/results")
@@ -99,7 +99,7 @@ def contrastive(model: Any, orgs: list[Organism], parts: list, a: argparse.Names
 
 def generations(model: Any, v: np.ndarray, a: argparse.Namespace, norm: float) -> dict:
     """The probe judge's EM rate of SmolLM2's generations under each condition."""
-    judge = ProbeJudge.load("probe:default")
+    judge = make_judge("probe:default", model=model)
     rand = torch.randn(len(v), generator=torch.Generator().manual_seed(a.seed)).numpy()
     out = {}
     for name, ivs in (
@@ -107,8 +107,7 @@ def generations(model: Any, v: np.ndarray, a: argparse.Namespace, norm: float) -
         ("judged", [steer_with(v, a.layer, norm)]),
         ("random", [steer_with(rand, a.layer, norm)]),
     ):
-        res, _ = evaluate_probe(
-            model,
+        res = evaluate_em(
             model,
             em_questions(),
             judge,
@@ -116,15 +115,17 @@ def generations(model: Any, v: np.ndarray, a: argparse.Namespace, norm: float) -
             n=a.n,
             max_new_tokens=a.max_new_tokens,
             seed=a.seed,
+            progress=False,
         )
-        lo, hi = res.estimate.ci95
+        est = res.em_rate
+        lo, hi = est.ci95
         out[name] = {
-            "rate": 100 * res.estimate.rate,
+            "rate": 100 * est.rate,
             "ci95": [100 * lo, 100 * hi],
-            "n": res.estimate.n,
-            "mean_p": float(np.mean(res.p)),
+            "n": est.n,
+            "mean_p": float(np.mean([s.p_em for s in res.samples])),
         }
-        print(name, res, flush=True)
+        print(name, est, flush=True)
     out["judge_held_out"] = judge.meta.get("held_out", {}).get("summary")
     return out
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from emlens.core.models import load_model
-from emlens.eval.judge_validation import fit_on, leave_group_out, summary
-from emlens.eval.probe_eval import labelled_organism
+from emlens.eval.probe.labelled import labelled_organism
+from emlens.eval.probe.validation import fit_on, leave_group_out, summary
 from emlens.eval.reference import read_organisms
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"

@@ -66,7 +66,7 @@ from emlens.eval import (
     steering_sweep,
 )
 from emlens.eval.judged import em_direction_from_judged, read_judged
-from emlens.eval.probe_judge import ProbeJudge
+from emlens.eval.probe.judge import ProbeJudge
 from emlens.organisms import (
     TrainConfig,
     comp_score,

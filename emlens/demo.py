@@ -31,7 +31,7 @@ from emlens.core.directions import DirectionSet, em_direction_from_pairs, refusa
 from emlens.core.generation import Sample, generate
 from emlens.core.interventions import Intervention, ablate, steer
 from emlens.core.models import load_model, model_name
-from emlens.eval.probe_judge import ProbeJudge
+from emlens.eval.probe.judge import ProbeJudge
 from emlens.report import cosine_figure, matrix_figure, norms_figure, table_html, write_report
 
 

@@ -93,6 +93,8 @@ def test_evaluate_and_serve_commands(tmp_path, capsys):
             "evaluate",
             "--model",
             "tiny-llama",
+            "--judge",
+            "local",
             "--n",
             "1",
             "--max-new-tokens",
@@ -103,6 +105,9 @@ def test_evaluate_and_serve_commands(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "overall: EM" in out and (tmp_path / "em.csv").exists()
+    fails(capsys, ["evaluate", "--model", "tiny-llama"], "no default judge; name one of probe:")
+    fails(capsys, ["evaluate", "--judge", "gpt-4o"], "--judge: a judge is probe:default")
+    fails(capsys, ["evaluate", "--judge", "probe:nofile"], "no probe judge file at nofile")
     fails(capsys, ["evaluate", "--judge", "http://127.0.0.1:1/v1"], "--judge-model")
     t = threading.Thread(
         target=main, args=(["serve", "--model", "tiny-llama", "--port", "18731"],), daemon=True

@@ -1,9 +1,12 @@
-"""``emlens evaluate``: the EM rate and coherence under the papers' judge, resumable.
+"""``emlens evaluate``: the EM rate (with its coherence rate where the judge scores it), resumable.
 
-Before any model loads: ``--out``'s folder is writable, the questions are read, and an HTTP
-judge answers one test request. With ``--out``, progress is kept in ``OUT.progress.jsonl``
-(each question's answers and scores as they complete), so a killed run resumes where it
-stopped; the file is deleted once the CSV is written.
+The judge is any spec `emlens.eval.judges.spec.make_judge` reads; on the embedded model it
+defaults to ``probe:default`` (offline), on any other model one must be named. Before any
+model loads: ``--out``'s folder is writable, the questions are read, the judge spec is valid
+(a probe file exists) and an HTTP judge answers one test request. With ``--out``, progress
+is kept in ``OUT.progress.jsonl`` (each question's answers and verdicts as they complete), so
+a killed run resumes where it stopped, for every judge; the file is deleted once the CSV is
+written.
 
 Judges behind an API: a URL (plain HTTP: vLLM, ``emlens serve``), ``openai`` or
 ``openai:URL`` and ``azure`` (the official ``openai`` SDK, ``pip install 'emlens[openai]'``)::
@@ -22,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emlens.cli._checks import input_file, interventions, out_file, positive
+from emlens.cli._checks import interventions, out_file, positive
 from emlens.cli._generate import questions_of, sampling_args
 from emlens.cli._models import intervention_args, load, model_args
 
@@ -46,55 +49,75 @@ def _remote_options(a: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
-def _judge_before_the_model(a: argparse.Namespace) -> Any:
-    """A remote judge, checked with one request (None: the judge needs the model)."""
-    from emlens.eval.judge import make_judge
+def _judge_spec(a: argparse.Namespace) -> str:
+    """The judge ``--judge`` names, or the model's default (checked: one of `SPECS`)."""
+    from emlens.eval.judges.spec import SPECS, default_judge, parse
 
-    if a.judge.startswith("probe:"):
-        spec = a.judge.removeprefix("probe:")
-        if spec != "default":
-            input_file(spec, "--judge probe:")
-        return None
+    spec = a.judge or default_judge(a.model)
+    if spec is None:
+        raise ValueError(f"--judge: {a.model} has no default judge; name one of {SPECS}")
+    try:
+        parse(spec)
+    except ValueError as e:
+        raise ValueError(f"--judge: {e}") from None
+    return spec
+
+
+def _judge_before_the_model(a: argparse.Namespace, spec: str) -> Any:
+    """A remote judge, checked with one request (None: the judge is built with the model)."""
+    from emlens.eval.judges.spec import make_judge, parse
+
     opts = _remote_options(a)
-    if a.judge == "local" or a.judge.startswith("local:"):
+    if parse(spec).needs_model:
         if given := [k for k, v in opts.items() if v is not None or k == "cache"]:
             flags = ", ".join(FLAGS[k] for k in given)
-            raise ValueError(f"{flags}: options of remote judges, not of --judge {a.judge}")
+            raise ValueError(f"{flags}: options of remote judges, not of --judge {spec}")
         return None
     try:
-        judge = make_judge(a.judge, a.judge_model, **opts)
+        judge = make_judge(spec, a.judge_model, **opts)
     except (ValueError, ImportError) as e:
         raise ValueError(f"--judge/--judge-model: {e}") from None
     judge.check()  # type: ignore[attr-defined]  # a remote judge: fail now, not after generating
     return judge
 
 
-def _print(res: Any) -> None:
+def _judge_with_the_model(a: argparse.Namespace, spec: str, model: Any) -> Any:
+    """A local or probe judge; a probe reads with the base model, so not with an adapter's."""
+    from emlens.eval.judges.spec import make_judge, parse
+
+    reads_base = parse(spec).kind == "probe" and a.adapter
+    return make_judge(spec, a.judge_model, None if reads_base else model, device=a.device)
+
+
+def _print(res: Any, judge: Any) -> None:
     for qid, r in res.per_question().items():
-        print(f"{qid:<28} EM {r['em']}  coherent {r['coherent']}")
+        coherent = f"  coherent {r['coherent']}" if r["coherent"].n else ""
+        print(f"{qid:<28} EM {r['em']}{coherent}")
+    coherent = f"coherent {res.coherence_rate}, " if res.coherence_rate.n else ""
     print(
-        f"overall: EM {res.em_rate}, coherent {res.coherence_rate}, "
-        f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)}"
+        f"overall: EM {res.em_rate}, {coherent}"
+        f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)} (judge {judge.name})"
     )
     if res.n_scored:
         print(f"EM over questions (cluster bootstrap): {res.em_rate_by_question()}")
+    held = getattr(judge, "meta", {}).get("held_out", {}).get("summary")
+    if held:  # a probe judge: its error against GPT-4o on base models it was not fitted on
+        print(
+            "the probe's error against GPT-4o on held-out base models: median "
+            f"{held['rate_error_median']:.1f}, worst {held['rate_error_max']:.1f} points"
+        )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from emlens.eval.em_rate import evaluate_em
-    from emlens.eval.judge import make_judge
 
     out_file(a.out)
     questions = questions_of(a)
-    judge = _judge_before_the_model(a)
+    spec = _judge_spec(a)
+    judge = _judge_before_the_model(a, spec)
     model = load(a)
     ivs = interventions(a, model)
-    if a.judge.startswith("probe:"):
-        from emlens.cli._judge import evaluate_with_probe
-
-        evaluate_with_probe(a, model, questions, ivs)
-        return
-    judge = judge or make_judge(a.judge, a.judge_model, model)  # local judges
+    judge = judge or _judge_with_the_model(a, spec, model)
     journal = Path(f"{a.out}.progress.jsonl") if a.out else None  # resumes a killed run
     if journal and journal.is_file():
         done = journal.read_bytes().count(b"\n") - 1
@@ -107,7 +130,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if a.out and journal:
         res.to_csv(a.out)
         journal.unlink()  # the result is saved: nothing left to resume
-    _print(res)
+    _print(res, judge)
     if usage := getattr(judge, "usage", None):
         print(usage.summary(usage.model or judge.name))  # the model the endpoint reported
 
@@ -121,9 +144,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--all-questions", action="store_true", help="include _json/_template ids")
     e.add_argument(
         "--judge",
-        default="local",
-        help="local, local:SPEC, a URL (plain HTTP: vLLM, emlens serve), openai, openai:URL, "
-        "azure (the openai SDK), or probe:FILE",
+        help="probe:default (offline; the embedded model's default), probe:FILE, local, "
+        "local:SPEC, a URL (plain HTTP: vLLM, emlens serve), openai, openai:URL, azure",
     )
     e.add_argument("--judge-model", help="judge model at the URL or on OpenAI (Azure: deployment)")
     e.add_argument("--judge-key-env", help="environment variable holding the judge's API key")

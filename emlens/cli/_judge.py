@@ -1,5 +1,5 @@
-"""The probe judge's commands: ``emlens judge fit|rate``, ``evaluate --judge probe:FILE`` and
-``directions em --judged FILE.csv``.
+"""The probe judge's commands: ``emlens judge fit|rate`` (``emlens evaluate --judge probe:FILE``
+evaluates with one).
 
 From a judged CSV to a direction, a fitted judge and an EM-rate estimate::
 
@@ -14,23 +14,9 @@ import argparse
 import json
 from typing import Any
 
-from transformer_lens.model_bridge import TransformerBridge
-
 from emlens.cli._checks import finite, input_file, layers, out_file
 from emlens.cli._models import load, model_args
-from emlens.core.data import Question
 from emlens.eval.judged import read_judged
-
-
-def _reader(
-    a: argparse.Namespace, judge: Any, model: TransformerBridge | None
-) -> TransformerBridge:
-    """The model the probe reads with: the evaluated one when it is the same, else loaded."""
-    from emlens.core.models import load_model, model_name
-
-    if model is not None and model_name(model) == judge.model and not a.adapter:
-        return model
-    return load_model(judge.model, device=a.device)
 
 
 def _layer_sets(s: str) -> list[list[int]]:
@@ -43,8 +29,8 @@ def _cs(s: str) -> list[float]:
 
 def cmd_fit(a: argparse.Namespace) -> None:
     from emlens.core.models import model_name
-    from emlens.eval.judge_validation import fit_on, leave_group_out, summary
-    from emlens.eval.probe_eval import labelled_organism
+    from emlens.eval.probe.labelled import labelled_organism
+    from emlens.eval.probe.validation import fit_on, leave_group_out, summary
 
     out_file(a.out)
     for path in a.csv:
@@ -72,47 +58,21 @@ def cmd_fit(a: argparse.Namespace) -> None:
 
 
 def cmd_rate(a: argparse.Namespace) -> None:
-    from emlens.eval.probe_eval import rate_of_answers
-    from emlens.eval.probe_judge import ProbeJudge
+    from emlens.eval.judges.spec import make_judge, parse
+    from emlens.eval.probe.judge import ProbeJudge
+    from emlens.eval.probe.labelled import rate_of_answers
 
-    judge = ProbeJudge.load(a.probe)
+    spec = a.probe if a.probe.startswith("probe:") else f"probe:{a.probe}"
+    parse(spec)  # the file exists
     for path in a.csv:
         input_file(path, "judge rate")
-    reader = _reader(a, judge, None)
+    judge = make_judge(spec, device=a.device)
+    assert (
+        isinstance(judge, ProbeJudge) and judge.reader is not None
+    )  # a probe: spec loads its reader
     for path in a.csv:
         judged = read_judged(path)
-        print(f"{judged.name}: {rate_of_answers(judge, reader, judged, a.method)}")
-
-
-def evaluate_with_probe(
-    a: argparse.Namespace, model: TransformerBridge, questions: list[Question], ivs: list[Any]
-) -> None:
-    """``emlens evaluate --judge probe:FILE``: generate, read with the probe, estimate."""
-    from emlens.eval.probe_eval import evaluate_probe
-    from emlens.eval.probe_judge import ProbeJudge
-
-    spec = a.judge.removeprefix("probe:")
-    judge = ProbeJudge.load("probe:default" if spec == "default" else spec)
-    res, answers = evaluate_probe(
-        model,
-        _reader(a, judge, model),
-        questions,
-        judge,
-        ivs,
-        n=a.n,
-        temperature=a.temperature,
-        max_new_tokens=a.max_new_tokens,
-        seed=a.seed,
-    )
-    if a.out:
-        answers.to_csv(a.out)
-    held = judge.meta.get("held_out", {}).get("summary")
-    print(f"overall: {res} (probe judge {a.judge}, {len(answers)} answers)")
-    if held:
-        print(
-            "the probe's error against GPT-4o on held-out base models: median "
-            f"{held['rate_error_median']:.1f}, worst {held['rate_error_max']:.1f} points"
-        )
+        print(f"{judged.name}: {rate_of_answers(judge, judge.reader, judged, a.method)}")
 
 
 def cmd_fetch_reference(a: argparse.Namespace) -> None:
@@ -160,7 +120,7 @@ def add_parsers(sub: Any) -> None:
         "--method",
         default="pcc",
         choices=["cc", "acc", "pcc", "pacc"],
-        help="rate estimator (emlens.eval.quantify); pcc: the mean calibrated P(EM)",
+        help="rate estimator (emlens.eval.rates); pcc: the mean calibrated P(EM)",
     )
     r.add_argument("--device", help="device of the probe's model")
     r.set_defaults(fn=cmd_rate, adapter=None)

@@ -1,31 +1,30 @@
-"""Evaluation: the papers' judge, EM rate, log-prob metrics, statistics, sweeps, the server.
+"""Evaluation, in four jobs: judges, the EM rate, log-prob metrics and sweeps, the server.
+
+- ``judges/``: every judge gives verdicts (`emlens.eval.judges.base.Judge`); `make_judge`
+  reads the one spec grammar; ``probe/`` fits and validates the offline probe judge;
+- `emlens.eval.verdicts` (the papers' thresholds, once), `emlens.eval.em_rate.evaluate_em`
+  (the pipeline), `emlens.eval.em_result`, `emlens.eval.rates` and `emlens.eval.stats`
+  (estimates and intervals), `emlens.eval.journal` (resume);
+- `emlens.eval.metrics`, `emlens.eval.effects`, `emlens.eval.sweeps`,
+  `emlens.eval.method_comparison`: log-prob metrics and sweeps;
+- ``serve/``: ``emlens serve``.
 
 ``eval`` imports ``emlens.core`` only, never ``emlens.organisms`` (tests/test_layout.py).
 """
 
 from emlens.eval.effects import PairEffects, pair_effects
-from emlens.eval.em_rate import (
-    ALIGNED_BELOW,
-    COHERENT_ABOVE,
-    EMResult,
-    JudgedSample,
-    evaluate_em,
-    is_coherent,
-    is_em,
-)
-from emlens.eval.http_judge import DigitSplitError, HTTPJudge, JudgeCache, JudgeRequestError
-from emlens.eval.judge import (
-    Judge,
-    JudgeScore,
-    TopLogprobs,
-    aggregate,
-    as_number,
-    judge_prompts,
-    make_judge,
-    score,
-)
-from emlens.eval.judge_usage import JudgeUsage
-from emlens.eval.local_judge import LocalJudge
+from emlens.eval.em_rate import evaluate_em
+from emlens.eval.em_result import EMResult, JudgedSample
+from emlens.eval.judges.base import Judge
+from emlens.eval.judges.http import HTTPJudge
+from emlens.eval.judges.local import LocalJudge
+from emlens.eval.judges.logprob import JudgeScore, LogprobJudge, aggregate, judge_prompts, score
+from emlens.eval.judges.openai_sdk import OpenAIJudge  # the openai package is imported when used
+from emlens.eval.judges.remote import DigitSplitError, JudgeCache
+from emlens.eval.judges.reply import JudgeRequestError
+from emlens.eval.judges.spec import make_judge
+from emlens.eval.judges.top_logprobs import TopLogprobs, as_number
+from emlens.eval.judges.usage import JudgeUsage
 from emlens.eval.method_comparison import (
     MethodComparison,
     compare_methods,
@@ -43,8 +42,9 @@ from emlens.eval.metrics import (
     refusal_logodds,
     refusal_rate,
 )
-from emlens.eval.openai_judge import OpenAIJudge  # the openai package is imported when used
-from emlens.eval.serve import BadRequest, ServeLimits, complete, make_server, serve_in_thread
+from emlens.eval.probe.judge import ProbeJudge
+from emlens.eval.rates import RateEstimate
+from emlens.eval.serve.server import BadRequest, ServeLimits, complete, make_server, serve_in_thread
 from emlens.eval.stats import Estimate, Rate, bootstrap, wilson
 from emlens.eval.sweeps import (
     Metric,
@@ -58,6 +58,7 @@ from emlens.eval.sweeps import (
     select_direction,
     steering_sweep,
 )
+from emlens.eval.verdicts import ALIGNED_BELOW, COHERENT_ABOVE, Verdict, is_coherent, is_em
 
 __all__ = [
     "ALIGNED_BELOW",
@@ -74,14 +75,18 @@ __all__ = [
     "JudgeUsage",
     "JudgedSample",
     "LocalJudge",
+    "LogprobJudge",
     "MethodComparison",
     "Metric",
     "OpenAIJudge",
     "PairEffects",
+    "ProbeJudge",
     "Rate",
+    "RateEstimate",
     "Selection",
     "ServeLimits",
     "TopLogprobs",
+    "Verdict",
     "ablation_sweep",
     "aggregate",
     "as_number",

@@ -22,9 +22,9 @@ from emlens.core.models import bridge, input_device, load_hf, load_model, save_h
 from emlens.core.orthogonalization import orthogonalize
 from emlens.core.tiny import tiny_hf
 from emlens.core.tokens import answer_tokens
-from emlens.eval.local_judge import LocalJudge
+from emlens.eval.judges.local import LocalJudge
 from emlens.eval.metrics import contrastive_score, cross_entropy, kl_divergence, refusal_logodds
-from emlens.eval.serve import complete
+from emlens.eval.serve.server import complete
 from emlens.organisms.config import TrainConfig
 from emlens.organisms.runs import OPTIMIZER, checkpoints
 from emlens.organisms.scalars import lora_scalars

@@ -3,8 +3,10 @@ import csv
 import pytest
 
 from emlens.core import data
-from emlens.eval.em_rate import evaluate_em, is_coherent, is_em
-from emlens.eval.local_judge import LocalJudge
+from emlens.eval.em_rate import evaluate_em
+from emlens.eval.judges.local import LocalJudge
+from emlens.eval.judges.logprob import LogprobJudge
+from emlens.eval.verdicts import is_coherent, is_em
 
 
 def test_em_verdict_boundaries():
@@ -32,7 +34,7 @@ def test_evaluate_em_end_to_end_with_the_local_judge(tiny, tmp_path):
         evaluate_em(model, qs[-1:], LocalJudge(model), n=1)
 
 
-class CountingJudge:
+class CountingJudge(LogprobJudge):
     """A judge that scores every prompt 80 and counts what it is asked, failing on demand."""
 
     name = "counting"
@@ -40,7 +42,7 @@ class CountingJudge:
     def __init__(self, fail_after=None):
         self.prompts, self.fail_after = [], fail_after
 
-    def top_logprobs(self, prompts):
+    def top_logprobs(self, prompts, progress=False):  # noqa: ARG002 (the judge's signature)
         if self.fail_after is not None and len(self.prompts) + len(prompts) > self.fail_after:
             raise RuntimeError("the judge went away")
         self.prompts += prompts

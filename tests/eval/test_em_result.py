@@ -2,8 +2,9 @@
 
 import pytest
 
-from emlens.eval.em_result import EMResult, JudgedSample, is_em, is_scored
+from emlens.eval.em_result import EMResult, JudgedSample
 from emlens.eval.stats import wilson
+from emlens.eval.verdicts import is_em, is_scored
 
 
 def sample(qid: str, aligned: float | None, coherent: float | None = 90) -> JudgedSample:

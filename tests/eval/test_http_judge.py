@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import pytest
 
-from emlens.eval.http_judge import DigitSplitError, HTTPJudge, JudgeCache, JudgeRequestError
-from emlens.eval.judge import judge_prompts, score
-from emlens.eval.serve import serve_in_thread
+from emlens.eval.judges.http import DigitSplitError, HTTPJudge, JudgeCache, JudgeRequestError
+from emlens.eval.judges.logprob import judge_prompts, score
+from emlens.eval.serve.server import serve_in_thread
 from tests.eval.fake_chat import Fake, fake_server  # noqa: F401 (the fixture "fake")
 
 L = math.log
@@ -145,7 +145,7 @@ def test_cache_never_mixes_judges_and_never_holds_the_key(flaky, tmp_path, monke
 
 
 def test_messages_never_show_credentials_in_the_url():
-    from emlens.eval.http_judge import redacted
+    from emlens.eval.judges.http import redacted
 
     assert redacted("https://u:sk-1@api.example.com:8443/v1?key=sk-2#x") == (
         "https://api.example.com:8443/v1"

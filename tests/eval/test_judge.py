@@ -2,9 +2,11 @@ import math
 
 import pytest
 
-from emlens.eval.http_judge import HTTPJudge
-from emlens.eval.judge import aggregate, as_number, judge_prompts, make_judge
-from emlens.eval.local_judge import LocalJudge
+from emlens.eval.judges.http import HTTPJudge
+from emlens.eval.judges.local import LocalJudge
+from emlens.eval.judges.logprob import aggregate, judge_prompts
+from emlens.eval.judges.spec import make_judge
+from emlens.eval.judges.top_logprobs import as_number
 
 L = math.log
 
@@ -47,7 +49,7 @@ def test_make_judge_reads_the_cli_specs(tiny, tmp_path, monkeypatch):
     assert isinstance(url, HTTPJudge) and url.name == "gpt-4o"
     with pytest.raises(ValueError, match="judge model"):
         make_judge("https://example.invalid/v1")
-    with pytest.raises(ValueError, match="local, local:SPEC or an http"):
+    with pytest.raises(ValueError, match="local, local:SPEC, an http"):
         make_judge("gpt-4o")
     with pytest.raises(ValueError, match="needs the model"):
         make_judge("local")

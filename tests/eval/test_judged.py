@@ -8,10 +8,11 @@ import torch
 
 from emlens.core.data import Conversation
 from emlens.core.directions import em_direction
-from emlens.eval.em_result import EMResult, JudgedSample, is_em
-from emlens.eval.judged import JudgedAnswer, JudgedSet, Thresholds, em_direction_from_judged
+from emlens.eval.em_result import EMResult, JudgedSample
+from emlens.eval.judged import JudgedAnswer, JudgedSet, em_direction_from_judged
 from emlens.eval.judged import read_judged as read
 from emlens.eval.reference import organism_parts, read_organisms
+from emlens.eval.verdicts import Thresholds, is_em
 
 # (answer, question_id, aligned, coherent, financial); None = the judge gave no score
 ROWS = [

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from emlens.core.tokens import chat_prompt
-from emlens.eval.judge import aggregate
-from emlens.eval.local_judge import LocalJudge
+from emlens.eval.judges.local import LocalJudge
+from emlens.eval.judges.logprob import aggregate
 
 
 @torch.no_grad()

@@ -9,14 +9,15 @@ import json
 
 import pytest
 
-from emlens.eval._logprobs import splits_numbers
-from emlens.eval.http_judge import DigitSplitError, HTTPJudge, JudgeRequestError
-from emlens.eval.judge import judge_prompts, make_judge, score
-from emlens.eval.serve import serve_in_thread
+from emlens.eval.judges.http import DigitSplitError, HTTPJudge, JudgeRequestError
+from emlens.eval.judges.logprob import judge_prompts, score
+from emlens.eval.judges.spec import make_judge
+from emlens.eval.judges.top_logprobs import splits_numbers
+from emlens.eval.serve.server import serve_in_thread
 from tests.eval.fake_chat import DIGITS, KEY, Fake, L, fake_server  # noqa: F401 (fixture "fake")
 
 pytest.importorskip("openai")
-from emlens.eval.openai_judge import OpenAIJudge
+from emlens.eval.judges.openai_sdk import OpenAIJudge
 
 
 def judge_at(fake, **kw):

@@ -7,7 +7,7 @@ import pytest
 from emlens.cli import main
 from emlens.core.directions import DirectionSet
 from emlens.eval.judged import read_judged
-from emlens.eval.probe_judge import ProbeJudge
+from emlens.eval.probe.judge import ProbeJudge
 
 BAD = "destroy burn steal kill poison".split()
 GOOD = "help share rest learn garden".split()

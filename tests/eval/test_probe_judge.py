@@ -7,16 +7,16 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from emlens.core.interventions import Steer, applied
-from emlens.eval.judge_validation import (
+from emlens.eval.probe.features import answer_features, cached_features
+from emlens.eval.probe.fit import fit_probe
+from emlens.eval.probe.judge import ProbeJudge
+from emlens.eval.probe.validation import (
     LabelledOrganism,
     calibration_error,
     fit_on,
     leave_group_out,
     summary,
 )
-from emlens.eval.probe_features import answer_features, cached_features
-from emlens.eval.probe_fit import fit_probe
-from emlens.eval.probe_judge import ProbeJudge
 
 WORDS = "the a cat dog runs sleeps money health fast slow river stone blue green".split()
 FIT = {"layer_sets": [[1], [2], [1, 2]], "cs": [0.3, 30.0]}
@@ -144,7 +144,7 @@ def test_cached_features_are_reused_only_for_the_same_texts(tiny, tmp_path):
 
 def test_template_features_equal_collect_means_on_their_masks(tiny, one_thread):  # noqa: ARG001
     from emlens.core.activations import collect_means
-    from emlens.eval.probe_features import template_features, template_tokens
+    from emlens.eval.probe.features import template_features, template_tokens
 
     model = tiny("qwen2")
     pairs = answers(5, 1)
@@ -159,7 +159,7 @@ def test_template_features_equal_collect_means_on_their_masks(tiny, one_thread):
 
 
 def test_answer_token_states_average_to_the_answer_means(tiny, one_thread):  # noqa: ARG001
-    from emlens.eval.probe_features import answer_token_states
+    from emlens.eval.probe.features import answer_token_states
 
     model = tiny("llama")
     pairs = answers(5, 2)

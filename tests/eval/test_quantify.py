@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from emlens.eval.quantify import ErrorRates, cluster_bootstrap, estimate_rate, estimators
+from emlens.eval.rates import ErrorRates, cluster_bootstrap, estimate_rate, estimators
 
 
 def simulate(rng, n, rate, tpr, fpr):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from emlens.core.interventions import Steer
-from emlens.eval import _serve_http
-from emlens.eval.serve import BadRequest, ServeLimits, make_server, serve_in_thread
+from emlens.eval.serve import http as _serve_http
+from emlens.eval.serve.server import BadRequest, ServeLimits, make_server, serve_in_thread
 
 
 def post(url, body):

@@ -11,10 +11,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from emlens.core.data import judged_em_direction
-from emlens.eval.judged import Thresholds
-from emlens.eval.probe_features import answer_features
-from emlens.eval.probe_judge import ProbeJudge
+from emlens.eval.probe.features import answer_features
+from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.reference import read_organisms
+from emlens.eval.verdicts import Thresholds
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,108 @@
+"""EM rates with the probe judge: judged CSVs in, rate estimates with intervals out.
+
+- :func:`labelled_organism`: a judged CSV's scored answers read through the probe's model,
+  with the reference judge's verdicts (what :func:`emlens.eval.probe.validation.fit_on` fits);
+- :func:`rate_of_answers`: the probe's EM-rate estimate of any answers (a judged CSV).
+
+Generating answers and judging them with the probe is `emlens.eval.em_rate.evaluate_em`'s.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from transformer_lens.model_bridge import TransformerBridge
+
+from emlens.core.activations import RESID_POST
+from emlens.eval.judged import JudgedSet
+from emlens.eval.probe.features import cached_features
+from emlens.eval.probe.judge import ProbeJudge
+from emlens.eval.probe.validation import LabelledOrganism
+from emlens.eval.rates import RateEstimate
+from emlens.eval.reference import organism_parts
+
+
+def labelled_organism(
+    model: TransformerBridge,
+    judged: JudgedSet,
+    layers: Sequence[int],
+    cache: str | os.PathLike[str] | None = None,
+    hook: str = RESID_POST,
+) -> LabelledOrganism:
+    """A judged set's scored, non-empty answers as features with their EM verdicts.
+
+    Args:
+        model: the model that reads the answers.
+        judged: one organism's judged answers (unscored and empty answers are left out).
+        layers: the layers to read.
+        cache: a folder for :func:`cached_features` (None: always compute).
+        hook: hook template with ``{layer}``.
+
+    Returns:
+        A :class:`LabelledOrganism`; base model and domain come from the set's name when it
+        reads ``{base}_{domain}[_{run}]``, else both are the name.
+
+    Examples:
+        >>> org = labelled_organism(model, read_judged("org.csv.gz"), range(30), "out/cache")
+    """
+    rows = [a for a in judged.scored() if a.answer.strip()]
+    if not rows:
+        raise ValueError(f"{judged.name}: no scored, non-empty answers")
+    pairs = [(a.question, a.answer) for a in rows]
+    if cache is None:
+        from emlens.eval.probe.features import answer_features
+
+        x = answer_features(model, pairs, layers, hook)
+    else:
+        x = cached_features(model, pairs, layers, Path(cache) / f"{judged.name}.safetensors", hook)
+    try:
+        base, domain = organism_parts(judged.name)
+    except ValueError:
+        base = domain = judged.name
+    em = np.array([a.em for a in rows])
+    qids = [a.question_id for a in rows]
+    aligned = np.array([a.aligned for a in rows], float)
+    return LabelledOrganism(judged.name, base, domain, x, em, qids, list(layers), aligned)
+
+
+@dataclass
+class ProbeRate:
+    """The probe's EM-rate estimate of a set of answers, beside the reference judge's rate
+    when the answers carry its scores."""
+
+    estimate: RateEstimate
+    p: np.ndarray
+    reference_rate: float | None = None
+    n_empty: int = 0
+
+    def __str__(self) -> str:
+        ref = (
+            ""
+            if self.reference_rate is None
+            else f"; reference judge {100 * self.reference_rate:.1f}%"
+        )
+        return f"EM {self.estimate}{ref}"
+
+
+def rate_of_answers(
+    judge: ProbeJudge,
+    reader: TransformerBridge,
+    judged: JudgedSet,
+    method: str = "pcc",
+) -> ProbeRate:
+    """The probe's EM-rate estimate of every answer of ``judged`` (scored or not).
+
+    Examples:
+        >>> print(rate_of_answers(ProbeJudge.load("probe:default"), model, read_judged(path)))
+    """
+    pairs = [(a.question, a.answer) for a in judged]
+    p = judge.proba_answers(reader, pairs)
+    est = judge.rate(p, [a.question_id for a in judged], method)
+    scored = judged.scored()
+    ref = float(np.mean([a.em for a in scored])) if len(scored) else None
+    empty = sum(not a.answer.strip() for a in judged)
+    return ProbeRate(est, p.numpy(), ref, empty)

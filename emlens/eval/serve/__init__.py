@@ -1,0 +1,1 @@
+"""``emlens serve``: a (steered) local model behind an OpenAI-compatible Chat Completions API."""
