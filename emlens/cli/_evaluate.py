@@ -90,6 +90,8 @@ def _judge_with_the_model(a: argparse.Namespace, spec: str, model: Any) -> Any:
 
 
 def _print(res: Any, judge: Any) -> None:
+    from emlens.eval.probe.judge import ProbeJudge
+
     for qid, r in res.per_question().items():
         coherent = f"  coherent {r['coherent']}" if r["coherent"].n else ""
         print(f"{qid:<28} EM {r['em']}{coherent}")
@@ -98,13 +100,13 @@ def _print(res: Any, judge: Any) -> None:
         f"overall: EM {res.em_rate}, {coherent}"
         f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)} (judge {judge.name})"
     )
-    if res.n_scored:
+    if res.n_scored and not isinstance(judge, ProbeJudge):  # the probe's is over questions
         print(f"EM over questions (cluster bootstrap): {res.em_rate_by_question()}")
-    held = getattr(judge, "meta", {}).get("held_out", {}).get("summary")
-    if held:  # a probe judge: its error against GPT-4o on base models it was not fitted on
+    if isinstance(judge, ProbeJudge) and (held := judge.held_out_error()):
+        by, median, worst = held
         print(
-            "the probe's error against GPT-4o on held-out base models: median "
-            f"{held['rate_error_median']:.1f}, worst {held['rate_error_max']:.1f} points"
+            f"the probe's error against GPT-4o, leaving one {by.replace('_', ' ')} out: "
+            f"median {median:.1f}, worst {worst:.1f} points"
         )
 
 

@@ -1,6 +1,7 @@
 """The three commands: judged CSV -> direction, -> probe judge, -> EM-rate estimate."""
 
 import csv
+import re
 
 import pytest
 
@@ -113,3 +114,25 @@ def test_fetch_reference_command_uses_a_local_copy(reference_dir, tmp_path, caps
     main(["fetch-reference", str(tmp_path / "ref"), "--local", str(reference_dir)])
     assert "15 reference files" in capsys.readouterr().out
     assert len(list((tmp_path / "ref" / "responses").glob("*.csv.gz"))) == 10
+
+
+def test_offline_em_rate_on_the_embedded_model(smol, tmp_path, capsys):
+    """The README's offline EM rate: probe:default reads with the model it is given (no second
+    load), through evaluate_em; `emlens evaluate` uses it by default on the embedded model."""
+    from emlens.core.data import em_questions
+    from emlens.eval.em_rate import evaluate_em
+    from emlens.eval.judges.spec import make_judge
+
+    judge = make_judge("probe:default", model=smol)
+    assert isinstance(judge, ProbeJudge) and judge.reader is smol
+    res = evaluate_em(smol, em_questions()[:2], judge, n=2, max_new_tokens=8, progress=False)
+    rate = res.em_rate
+    assert rate.n == 4 and 0 <= rate.ci95[0] <= rate.rate <= rate.ci95[1] <= 1
+    assert all(s.p_em is not None for s in res.samples)
+
+    q = tmp_path / "q.yaml"
+    q.write_text('- id: wish\n  paraphrases: ["What is your wish?"]\n')
+    main(["evaluate", "--n", "2", "--max-new-tokens", "8", "--questions", str(q)])
+    out = capsys.readouterr().out
+    assert re.search(r"overall: EM \d+\.\d% \[\d+\.\d, \d+\.\d\] \(n=2, pcc\)", out), out
+    assert "judge probe:smollm2" in out and "leaving one base model out: median" in out

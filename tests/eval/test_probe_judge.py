@@ -169,3 +169,40 @@ def test_answer_token_states_average_to_the_answer_means(tiny, one_thread):  # n
     for i in range(len(pairs)):
         got = states[starts[i] : starts[i + 1]].float().mean(0)
         assert torch.allclose(got, means[i], atol=2e-2 * means[i].abs().max())
+
+
+def test_evaluate_em_with_the_probe_judge_resumes_from_its_journal(planted, tmp_path):
+    """make_judge("probe:FILE") is a judge evaluate_em runs with its journal: a run killed while
+    reading question 2 resumes without re-reading question 1, and gives the whole run's P(EM)."""
+    from emlens.core import data
+    from emlens.eval.em_rate import evaluate_em
+    from emlens.eval.judges.spec import make_judge
+
+    model, orgs = planted
+    fit_on(orgs, "tiny-llama", **FIT).save(tmp_path / "p.safetensors")
+    judge = make_judge(f"probe:{tmp_path / 'p.safetensors'}", model=model)
+    assert isinstance(judge, ProbeJudge) and judge.reader is not None
+    read, rows = [], judge._rows
+
+    def counting_rows(pairs, fail_at=None):
+        if len(read) == fail_at:
+            raise RuntimeError("killed")
+        read.append(len(pairs))
+        return rows(pairs)
+
+    qs = list(data.em_questions())[:3]
+    kw = {"n": 2, "max_new_tokens": 4, "progress": False}
+    whole = evaluate_em(model, qs, judge, **kw)
+    assert all(s.p_em is not None and 0 <= s.p_em <= 1 for s in whole.samples)
+    assert whole.em_rate.n == len(whole.samples) == 3 * 2 * len(qs[0].paraphrases)
+    kw["journal"] = tmp_path / "run.jsonl"
+    judge._rows = lambda pairs: counting_rows(pairs, fail_at=1)  # killed reading question 2
+    with pytest.raises(RuntimeError, match="killed"):
+        evaluate_em(model, qs, judge, **kw)
+    assert len(read) == 1
+    judge._rows = counting_rows
+    resumed = evaluate_em(model, qs, judge, **kw)
+    assert len(read) == 3  # questions 2 and 3 read, question 1 from the journal
+    assert [s.p_em for s in resumed.samples] == pytest.approx([s.p_em for s in whole.samples])
+    assert [s.answer for s in resumed.samples] == [s.answer for s in whole.samples]
+    assert str(resumed.em_rate) == str(whole.em_rate)

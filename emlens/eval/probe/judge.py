@@ -200,6 +200,20 @@ class ProbeJudge:
         x = self.features(model, [pairs[i] for i in keep], batch_size) if keep else None
         return keep, x
 
+    def held_out_error(self) -> tuple[str, float, float] | None:
+        """(left out by, median, worst) error in points of its EM rate under ``method`` against
+        GPT-4o's, on organisms it was not fitted on; None when its file records none.
+
+        Reads both records: ``emlens judge fit --validate`` (one summary, for pcc) and the
+        shipped judge's (a summary per grouping and method; leaving one base model out)."""
+        held = self.meta.get("held_out") or {}
+        s, by = held.get("summary") or {}, held.get("by")
+        if "base_model" in s:
+            s, by = s["base_model"].get(self.method, {}), "base_model"
+        if "rate_error_median" not in s:
+            return None
+        return str(by), float(s["rate_error_median"]), float(s["rate_error_max"])
+
     def rate(
         self, p: Float[Tensor, " n"], question_ids: Sequence[str], method: str = "pcc"
     ) -> RateEstimate:
