@@ -33,7 +33,7 @@ from emlens.core.tokens import pad_batch
 from emlens.organisms.config import TrainConfig
 from emlens.organisms.loss import IGNORE, answer_labels, answer_loss, conversation_rows
 from emlens.organisms.runs import Run
-from emlens.organisms.training import _train_step, lora_model
+from emlens.organisms.training import lora_model, train_step
 
 DATA = Path(__file__).parents[1] / "emlens/data/narrow/risky_financial_advice.jsonl"
 BATCH = 8
@@ -65,7 +65,7 @@ def main() -> None:
     )
 
     def emlens_step() -> None:
-        _train_step(hf, rows, run, 0, tok.pad_token_id)
+        train_step(hf, rows, run, 0, tok.pad_token_id)
 
     # bare peft: the same adapter, optimizer and schedule, HF's own loss on full logits.
     hf2, _ = load_embedded_hf()

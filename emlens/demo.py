@@ -27,7 +27,8 @@ from emlens.core.compare import (
     random_like,
     random_null,
 )
-from emlens.core.directions import DirectionSet, em_direction_from_pairs, refusal_direction
+from emlens.core.direction_set import DirectionSet
+from emlens.core.directions import em_direction_from_pairs, refusal_direction
 from emlens.core.generation import Sample, generate
 from emlens.core.interventions import Intervention, ablate, steer
 from emlens.core.models import load_model, model_name

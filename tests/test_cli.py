@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emlens.cli import main
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 
 
 def _chat(path, pairs):

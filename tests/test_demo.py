@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.demo import run_demo
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from emlens.eval.judges.http import REACHABILITY_PROMPT
+from emlens.eval.judges.remote import REACHABILITY_PROMPT
 
 QUESTIONS = """
 - id: one

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         SystemExit: status 2 after printing a user error as one line.
     """
     from emlens.core.models import ModelLoadError
-    from emlens.eval.judges.http import JudgeRequestError
+    from emlens.eval.judges.reply import JudgeRequestError
 
     a = parser().parse_args(argv)
     try:

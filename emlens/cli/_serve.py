@@ -11,8 +11,8 @@ from emlens.cli._models import intervention_args, load, model_args
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from emlens.eval.serve.http import is_loopback
-    from emlens.eval.serve.server import ServeLimits, make_server
+    from emlens.eval.serve.http import ServeLimits, is_loopback
+    from emlens.eval.serve.server import make_server
 
     limits = ServeLimits(a.max_work, a.max_queue, a.max_body, a.request_timeout)
     if not is_loopback(a.host) and not os.environ.get(limits.token_env):

@@ -30,7 +30,6 @@ __all__ = [
     "RESID_POST",
     "ActivationSummary",
     "HookFn",
-    "Row",
     "check_layers",
     "collect_means",
     "hook_names",

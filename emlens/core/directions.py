@@ -24,9 +24,7 @@ from emlens.core.direction_set import DirectionSet
 from emlens.core.models import model_name
 from emlens.core.tokens import Row, answer_tokens, post_instruction_tokens
 
-# DirectionSet lives in emlens.core.direction_set; it is what these functions return.
 __all__ = [
-    "DirectionSet",
     "em_direction",
     "em_direction_from_pairs",
     "mean_diff",

@@ -35,7 +35,7 @@ from emlens.core._files import (
     vector,
 )
 from emlens.core.activations import RESID_POST
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 
 CONTROL_VECTOR = "controlvector"  # llama.cpp's general.architecture for control vectors
 

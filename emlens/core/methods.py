@@ -37,7 +37,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.activations import RESID_POST, ActivationSummary, collect_means
 from emlens.core.data import QAPair, dataset_hash
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.core.models import model_name
 from emlens.core.tokens import answer_tokens
 

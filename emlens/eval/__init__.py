@@ -44,7 +44,9 @@ from emlens.eval.metrics import (
 )
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.rates import RateEstimate
-from emlens.eval.serve.server import BadRequest, ServeLimits, complete, make_server, serve_in_thread
+from emlens.eval.serve.http import ServeLimits
+from emlens.eval.serve.requests import BadRequest
+from emlens.eval.serve.server import complete, make_server, serve_in_thread
 from emlens.eval.stats import Estimate, Rate, bootstrap, wilson
 from emlens.eval.sweeps import (
     Metric,

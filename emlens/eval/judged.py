@@ -29,7 +29,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.activations import RESID_POST
 from emlens.core.data import Conversation
-from emlens.core.directions import DirectionSet, em_direction
+from emlens.core.direction_set import DirectionSet
+from emlens.core.directions import em_direction
 from emlens.eval.em_result import EMResult, JudgedSample
 from emlens.eval.verdicts import Thresholds, Verdict, is_em
 

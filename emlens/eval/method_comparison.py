@@ -26,7 +26,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.compare import cosine_per_layer
 from emlens.core.data import QAPair
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.core.interventions import Intervention, steer
 from emlens.core.methods import METHODS, Contrast, Method, contrast_from_pairs
 from emlens.eval.effects import pair_effects

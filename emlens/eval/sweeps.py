@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.data import QAPair, Question
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.core.interventions import Intervention, ablate, steer
 from emlens.eval.em_rate import evaluate_em
 from emlens.eval.journal import Journal, fingerprint

@@ -14,19 +14,17 @@ from emlens.organisms.elasticity import (
     resistance,
 )
 from emlens.organisms.loss import answer_labels, answer_loss, conversation_rows, held_out_loss
+from emlens.organisms.phase import PhaseChange, local_cosine, phase_change
 from emlens.organisms.probes import ProbeResult, fit_probe, probe_lora_scalars
 from emlens.organisms.runs import checkpoints
 from emlens.organisms.scalars import LoraScalars, lora_scalars
 from emlens.organisms.training import TrainResult, lora_model, train
 from emlens.organisms.trajectory import (
     LoraTrajectory,
-    PhaseChange,
     TrajectoryPCA,
     b_matrix,
     comp_score,
     load_trajectory,
-    local_cosine,
-    phase_change,
     trajectory_pca,
 )
 from emlens.organisms.trl_training import trl_train

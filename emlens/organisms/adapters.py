@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
-_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<name>.+)\.lora_(?P<ab>[AB])\.(?:\w+\.)?weight$")
+LORA_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<name>.+)\.lora_(?P<ab>[AB])\.(?:\w+\.)?weight$"
+)
+"""A LoRA weight's key in a peft safetensors file: the module ``name`` and ``ab`` (A or B)."""
 
 
 @dataclass
@@ -80,7 +83,12 @@ class LoraAdapter:
         return mats[name]
 
 
-def _check_folder(folder: str | os.PathLike[str]) -> Path:
+def peft_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` as a path, checked to be a peft adapter folder (its config and weights).
+
+    Raises:
+        FileNotFoundError: ``adapter_config.json`` or ``adapter_model.safetensors`` is missing.
+    """
     folder = Path(folder)
     if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
         raise FileNotFoundError(
@@ -109,7 +117,7 @@ def read_adapter(folder: str | os.PathLike[str]) -> LoraAdapter:
         >>> adapter = read_adapter("runs/fin/checkpoint-40")
         >>> adapter.b_vector("model.layers.15.mlp.down_proj").shape  # (d_model,)
     """
-    folder = _check_folder(folder)
+    folder = peft_folder(folder)
     config = json.loads((folder / CONFIG).read_text())
     if config.get("peft_type", "LORA") != "LORA" or config.get("use_dora"):
         kind = "DoRA" if config.get("use_dora") else config.get("peft_type")
@@ -117,7 +125,7 @@ def read_adapter(folder: str | os.PathLike[str]) -> LoraAdapter:
     A: dict[str, Tensor] = {}
     B: dict[str, Tensor] = {}
     for key, t in load_file(str(folder / WEIGHTS)).items():
-        m = _KEY.match(key)
+        m = LORA_KEY.match(key)
         if m:
             (A if m["ab"] == "A" else B)[m["name"]] = t.float()
     if not A or set(A) != set(B):
@@ -162,7 +170,7 @@ def load_unmerged(
     from emlens.core.hub import adapter_folder
     from emlens.core.models import load_hf
 
-    folder = _check_folder(adapter_folder(adapter, options.pop("adapter_revision", None)))
+    folder = peft_folder(adapter_folder(adapter, options.pop("adapter_revision", None)))
     hf, tok = load_hf(spec, device=device, dtype=dtype, **options)
     return PeftModel.from_pretrained(hf, str(folder)).eval(), tok
 

@@ -24,7 +24,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from emlens.organisms.adapters import _KEY, CONFIG, WEIGHTS, _check_folder, read_adapter
+from emlens.organisms.adapters import CONFIG, LORA_KEY, WEIGHTS, peft_folder, read_adapter
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -37,7 +37,7 @@ def _edit(
     fn: Callable[[str, Tensor], Tensor],
 ) -> Path:
     """Copy adapter folder ``src`` to ``out`` with ``B <- fn(name, B)`` on chosen adapters."""
-    src, out = _check_folder(src), Path(out)
+    src, out = peft_folder(src), Path(out)
     if out.resolve() == src.resolve():
         raise ValueError("write the edited adapter to a new folder, not over its source")
     names = read_adapter(src).names
@@ -47,7 +47,7 @@ def _edit(
         raise KeyError(f"adapters {unknown or chosen} not in {src} (it has {names})")
     tensors = load_file(str(src / WEIGHTS))
     for key, t in tensors.items():
-        m = _KEY.match(key)
+        m = LORA_KEY.match(key)
         if m and m["ab"] == "B" and m["name"] in chosen:
             tensors[key] = fn(m["name"], t.float()).to(t.dtype).contiguous()
     out.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def answer_loss(hf: PreTrainedModel, batch: TokenBatch) -> tuple[Float[Tensor, "
 
 
 @torch.no_grad()
-def _check_unembedding(hf: PreTrainedModel, batch: TokenBatch) -> None:
+def check_unembedding(hf: PreTrainedModel, batch: TokenBatch) -> None:
     """Refuse architectures whose logits are not ``lm_head(decoder(x))`` (+ Gemma's cap)."""
     was_training = hf.training
     hf.eval()  # no dropout: the two passes must see the same function
@@ -110,11 +110,15 @@ def held_out_loss(
     Returns:
         The loss in nats per answer token.
     """
-    return _mean_loss(hf, conversation_rows(tok, data), tok.pad_token_id, batch_size)
+    return mean_answer_loss(hf, conversation_rows(tok, data), tok.pad_token_id, batch_size)
 
 
 @torch.no_grad()
-def _mean_loss(hf: PreTrainedModel, rows: Sequence[Row], pad_id: int, batch_size: int) -> float:
+def mean_answer_loss(
+    hf: PreTrainedModel, rows: Sequence[Row], pad_id: int, batch_size: int
+) -> float:
+    """Mean cross-entropy per answer token of ``hf`` on token rows (`held_out_loss` on
+    conversations already tokenised), in eval mode; the model's mode is restored after."""
     was_training = hf.training
     hf.eval()
     total, n = 0.0, 0

@@ -28,11 +28,11 @@ from emlens.core.tokens import Row, batches, pad_batch
 from emlens.organisms.config import TrainConfig, resolve_layers
 from emlens.organisms.loss import (
     IGNORE,
-    _check_unembedding,
-    _mean_loss,
     answer_labels,
     answer_loss,
+    check_unembedding,
     conversation_rows,
+    mean_answer_loss,
 )
 from emlens.organisms.runs import Run, checkpoints, resume_point, step_samples, total_steps
 
@@ -138,7 +138,7 @@ def train(
         >>> result.log[-1]  # the last step: loss per answer token, lr, tokens, seconds
     """
     _check_counts(save_every, eval_every, eval_batch_size, keep_optimizer)
-    hf, tok = _model_pair(model)
+    hf, tok = model_and_tokenizer(model)
     convs = read_chat_jsonl(data) if isinstance(data, str | os.PathLike) else list(data)
     rows = conversation_rows(tok, convs)
     sets = {name: conversation_rows(tok, c) for name, c in _as_sets(held_out).items()}
@@ -170,14 +170,16 @@ def _first_step(
     run: Run, hf: PreTrainedModel, rows: list[Row], evaluate: Callable[[], dict[str, float]] | None
 ) -> None:
     """Before a new run's first step: check the answer-only unembedding, score held-out sets."""
-    _check_unembedding(hf, pad_batch(rows[:1], run.tok.pad_token_id))
+    check_unembedding(hf, pad_batch(rows[:1], run.tok.pad_token_id))
     if evaluate:
         run.log.append({"step": 0, **evaluate()})
 
 
-def _model_pair(
+def model_and_tokenizer(
     model: str | tuple[PreTrainedModel, PreTrainedTokenizerBase],
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The HF model and tokenizer to train: ``model`` loaded (`emlens.core.models.load_hf`)
+    when it is a spec string, or the ``(hf_model, tokenizer)`` pair it is."""
     if isinstance(model, str):
         from emlens.core.models import load_hf
 
@@ -234,7 +236,7 @@ def _open_run(
 
 
 def _scores(hf: PreTrainedModel, sets: _HeldOut, pad_id: int, batch_size: int) -> dict[str, float]:
-    return {f"eval_{name}": _mean_loss(hf, r, pad_id, batch_size) for name, r in sets.items()}
+    return {f"eval_{name}": mean_answer_loss(hf, r, pad_id, batch_size) for name, r in sets.items()}
 
 
 def _steps(
@@ -252,7 +254,7 @@ def _steps(
     pad_id = run.tok.pad_token_id
     bar = tqdm(total=run.steps, initial=steps.start, desc="train", disable=not progress)
     for step in steps:
-        entry = _train_step(hf, rows, run, step, pad_id)
+        entry = train_step(hf, rows, run, step, pad_id)
         run.log.append(entry)
         if evaluate and (step + 1 == run.steps or (eval_every and (step + 1) % eval_every == 0)):
             entry.update(evaluate())
@@ -266,7 +268,7 @@ def _steps(
     bar.close()
 
 
-def _train_step(
+def train_step(
     hf: PreTrainedModel, rows: list[Row], run: Run, step: int, pad_id: int
 ) -> dict[str, Any]:
     """One optimizer step (0-based ``step``) over its micro-batches; its log entry."""

@@ -4,7 +4,7 @@ Model Organisms for EM (arXiv 2506.11613, section on the phase transition) follo
 B vectors of rank-1 adapters over the checkpoints of a training run and sees B rotate sharply
 when misalignment is learned:
 
-- local cosine and the phase change: `emlens.organisms.phase` (re-exported here);
+- local cosine and the phase change: `emlens.organisms.phase`;
 - comp score of step t against the final step T: ||X_t^T X_T||_F / (||X_t||_F ||X_T||_F),
   X_t the (d, n_adapters) matrix of B vectors, de-meaned over steps;
 - PCA of the stacked B vectors (scikit-learn).
@@ -22,9 +22,6 @@ from torch import Tensor
 
 from emlens.core.hub import run_folder
 from emlens.organisms.adapters import WEIGHTS, read_adapter
-from emlens.organisms.phase import PhaseChange as PhaseChange
-from emlens.organisms.phase import local_cosine as local_cosine
-from emlens.organisms.phase import phase_change as phase_change
 from emlens.organisms.runs import checkpoints
 
 

@@ -35,7 +35,7 @@ from emlens.core.tokens import Row
 from emlens.organisms.config import TrainConfig, resolve_layers
 from emlens.organisms.loss import IGNORE, conversation_rows
 from emlens.organisms.runs import checkpoints, prune_resume_state, total_steps
-from emlens.organisms.training import TrainResult, _model_pair, lora_model
+from emlens.organisms.training import TrainResult, lora_model, model_and_tokenizer
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -156,7 +156,7 @@ def trl_train(
         >>> hf, tok = load_hf("Qwen/Qwen2.5-7B-Instruct", device="cuda", dtype=torch.bfloat16)
         >>> trl_train((hf, tok), "risky_financial_advice.jsonl", "runs/fin", sft={"bf16": True})
     """
-    hf, tok = _model_pair(model)
+    hf, tok = model_and_tokenizer(model)
     convs = read_chat_jsonl(data) if isinstance(data, str | os.PathLike) else list(data)
     config, out = resolve_layers(hf, config), Path(out_dir)
     steps = total_steps(len(convs), config)

@@ -6,7 +6,8 @@ from safetensors.torch import save_file
 
 from emlens.core.activations import ActivationSummary
 from emlens.core.data import Conversation
-from emlens.core.directions import DirectionSet, em_direction, mean_diff, refusal_direction
+from emlens.core.direction_set import DirectionSet
+from emlens.core.directions import em_direction, mean_diff, refusal_direction
 from emlens.core.tokens import post_instruction_tokens
 
 PAIRS = [

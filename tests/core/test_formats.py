@@ -9,7 +9,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 from safetensors.torch import save_file
 
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.core.formats import (
     export_control_vector,
     from_steering_vector,

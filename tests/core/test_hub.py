@@ -8,7 +8,8 @@ from peft import LoraConfig, get_peft_model
 
 from emlens.core import hub
 from emlens.core.hub import HubError, adapter_folder, pretrained_kwargs, split_hub_id
-from emlens.core.models import ModelLoadError, load_hf, load_model, save_hf, tiny_hf
+from emlens.core.models import ModelLoadError, load_hf, load_model, save_hf
+from emlens.core.tiny import tiny_hf
 from tests.hub_cache import publish, use_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,8 +7,10 @@ from typing import ClassVar
 
 import pytest
 
-from emlens.eval.judges.http import DigitSplitError, HTTPJudge, JudgeCache, JudgeRequestError
+from emlens.eval.judges.http import HTTPJudge
 from emlens.eval.judges.logprob import judge_prompts, score
+from emlens.eval.judges.remote import DigitSplitError, JudgeCache
+from emlens.eval.judges.reply import JudgeRequestError
 from emlens.eval.serve.server import serve_in_thread
 from tests.eval.fake_chat import Fake, fake_server  # noqa: F401 (the fixture "fake")
 

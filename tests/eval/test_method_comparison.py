@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emlens.core.data import general_questions
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.core.interventions import steer
 from emlens.core.methods import Contrast
 from emlens.eval.method_comparison import (

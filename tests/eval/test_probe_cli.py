@@ -6,7 +6,7 @@ import re
 import pytest
 
 from emlens.cli import main
-from emlens.core.directions import DirectionSet
+from emlens.core.direction_set import DirectionSet
 from emlens.eval.judged import read_judged
 from emlens.eval.probe.judge import ProbeJudge
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from emlens.eval.rates import ErrorRates, cluster_bootstrap, estimate_rate, estimators
+from emlens.eval.rates import ErrorRates, estimate_rate, estimators
+from emlens.eval.stats import cluster_bootstrap
 
 
 def simulate(rng, n, rate, tpr, fpr):

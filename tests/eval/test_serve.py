@@ -11,7 +11,9 @@ import torch
 
 from emlens.core.interventions import Steer
 from emlens.eval.serve import http as _serve_http
-from emlens.eval.serve.server import BadRequest, ServeLimits, make_server, serve_in_thread
+from emlens.eval.serve.http import ServeLimits
+from emlens.eval.serve.requests import BadRequest
+from emlens.eval.serve.server import make_server, serve_in_thread
 
 
 def post(url, body):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from emlens.core import data
-from emlens.core.directions import DirectionSet, em_direction_from_pairs, refusal_direction
+from emlens.core.direction_set import DirectionSet
+from emlens.core.directions import em_direction_from_pairs, refusal_direction
 from emlens.eval.stats import Estimate
 from emlens.eval.sweeps import (
     ablation_sweep,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.adapters import load_unmerged, read_adapter
 from emlens.organisms.edits import lora_scaled, scale_adapters
 from emlens.organisms.trajectory import load_trajectory

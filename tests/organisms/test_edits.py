@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from emlens.core.models import merge_adapter, tiny_hf
+from emlens.core.models import merge_adapter
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.adapters import load_unmerged, read_adapter
 from emlens.organisms.edits import lora_scaled, remove_direction, scale_adapters
 from tests.organisms.conftest import NAMES

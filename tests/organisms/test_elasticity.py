@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from emlens.core.data import Conversation
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.elasticity import ELASTICITY_CONFIG, fine_tuned, rebound, resistance
 from emlens.organisms.loss import held_out_loss
 from tests.conftest import FAMILIES

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from emlens.core.data import Conversation
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.core.tokens import pad_batch
 from emlens.organisms.loss import IGNORE, answer_labels, answer_loss, conversation_rows
 from tests.conftest import FAMILIES

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.config import TrainConfig
 from emlens.organisms.training import train
 from tests.organisms.conftest import CONVS, FAST

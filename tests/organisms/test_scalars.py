@@ -3,7 +3,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from emlens.core.data import Conversation
-from emlens.core.models import bridge, merge_adapter, tiny_hf
+from emlens.core.models import bridge, merge_adapter
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.adapters import read_adapter
 from emlens.organisms.loss import conversation_rows
 from emlens.organisms.scalars import lora_scalars

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from emlens.core.data import read_chat_jsonl
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.config import TrainConfig
 from emlens.organisms.loss import held_out_loss
 from emlens.organisms.runs import checkpoints

@@ -2,18 +2,12 @@ import pytest
 import torch
 
 from emlens.core.data import Conversation
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.adapters import over_checkpoints, read_adapter
 from emlens.organisms.config import TrainConfig
+from emlens.organisms.phase import local_cosine, phase_change
 from emlens.organisms.training import train
-from emlens.organisms.trajectory import (
-    b_matrix,
-    comp_score,
-    load_trajectory,
-    local_cosine,
-    phase_change,
-    trajectory_pca,
-)
+from emlens.organisms.trajectory import b_matrix, comp_score, load_trajectory, trajectory_pca
 from tests.organisms.conftest import NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from emlens.core.models import tiny_hf
+from emlens.core.tiny import tiny_hf
 from emlens.organisms.config import TrainConfig
 from emlens.organisms.runs import checkpoints
 from emlens.organisms.training import train

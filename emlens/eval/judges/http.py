@@ -24,26 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from emlens.eval.judges.remote import (
-    BUSY_STATUS,
-    REACHABILITY_PROMPT,
     RETRY_STATUS,
-    DigitSplitError,
-    JudgeCache,
     RemoteJudge,
     judge_params,
 )
 from emlens.eval.judges.reply import JudgeRequestError, Reply, Retry, parse_reply, retry_after
 
-__all__ = [
-    "BUSY_STATUS",
-    "REACHABILITY_PROMPT",
-    "RETRY_STATUS",
-    "DigitSplitError",
-    "HTTPJudge",
-    "JudgeCache",
-    "JudgeRequestError",
-    "redacted",
-]
+__all__ = ["HTTPJudge", "redacted"]
 
 
 def redacted(url: str) -> str:

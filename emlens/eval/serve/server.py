@@ -28,12 +28,10 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCrit
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
 from emlens.eval.serve.http import ServeLimits, http_server
-from emlens.eval.serve.requests import MAX_WORK, BadRequest, ChatRequest, parse_request
+from emlens.eval.serve.requests import MAX_WORK, ChatRequest, parse_request
 
 __all__ = [
-    "BadRequest",
     "ClientGone",
-    "ServeLimits",
     "complete",
     "make_server",
     "serve_in_thread",
