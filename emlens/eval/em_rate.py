@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -52,11 +51,14 @@ def _judged(
     gens: Sequence[Sample],
     judge: Judge,
     prompts: dict[str, str],
-    journal: Journal | None = None,
+    journal: Journal | None,
+    bar: Any,
 ) -> list[JudgedSample]:
     """One question's samples with the judge's verdicts (each judging step recorded)."""
+    bar.set_postfix_str(f"judging {question.id}")
     pairs = [(g.question, g.answer) for g in gens]
     verdicts = judge.verdicts(pairs, prompts, _memo(journal, question.id, pairs))
+    bar.update(len(gens))
     return [
         JudgedSample.of(question.id, g.question, g.answer, g.sample, v)
         for g, v in zip(gens, verdicts, strict=True)
@@ -160,35 +162,27 @@ def evaluate_em(
     samples: list[JudgedSample] = []
     with tqdm(total=total, desc="EM rate", unit="answer", disable=not progress) as bar:
         for q in qs:
-            sample = partial(generate, model, q.paraphrases, interventions, system=q.system, **kw)
-            samples += _question(q, sample, judge, templates or q.judge_prompts, log, bar)
+            gens = _answers(log, model, q, interventions, kw, bar)
+            samples += _judged(q, gens, judge, templates or q.judge_prompts, log, bar)
     return EMResult(samples, judge.em_rate)
 
 
-def _question(
-    q: Question,
-    sample: Callable[[], list[Sample]],
-    judge: Judge,
-    prompts: dict[str, str],
+def _answers(
     log: Journal | None,
+    model: TransformerBridge,
+    q: Question,
+    interventions: Sequence[Intervention],
+    kw: dict[str, Any],
     bar: Any,
-) -> list[JudgedSample]:
-    """One question's answers sampled (or read back from ``log``) and judged."""
-    bar.set_postfix_str(f"generating {q.id}")
-    gens = _answers(log, q, sample)
-    bar.update(len(gens))
-    bar.set_postfix_str(f"judging {q.id}")
-    judged = _judged(q, gens, judge, prompts, log)
-    bar.update(len(gens))
-    return judged
-
-
-def _answers(log: Journal | None, q: Question, compute: Callable[[], list[Sample]]) -> list[Sample]:
+) -> list[Sample]:
     """One question's answers, or the ones ``log`` recorded; recorded when generated."""
+    bar.set_postfix_str(f"generating {q.id}")
     key = f"answers {q.id} {fingerprint([q.paraphrases, q.system])}"
     if log is not None and key in log:
-        return [Sample(*r) for r in log[key]]
-    gens = compute()
-    if log is not None:
-        log.put(key, [[g.question, g.answer, g.sample] for g in gens])
+        gens = [Sample(*r) for r in log[key]]
+    else:
+        gens = generate(model, q.paraphrases, interventions, system=q.system, **kw)
+        if log is not None:
+            log.put(key, [[g.question, g.answer, g.sample] for g in gens])
+    bar.update(len(gens))
     return gens
