@@ -8,6 +8,8 @@ Supported: Llama-architecture decoders (Llama, Qwen2, Mistral, SmolLM2), Qwen3 a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -31,6 +33,30 @@ POST_NORMS = ("ln1_post", "ln2_post")
 def hf_model(model: TransformerBridge) -> PreTrainedModel:
     """The HF model a bridge wraps (its modules are shared, not copied)."""
     return cast(PreTrainedModel, model.original_model)
+
+
+def hf_state_dict(hf: PreTrainedModel) -> dict[str, Tensor]:
+    """The weights of an HF model under its own names, also where a bridge wraps it: the
+    bridge wraps its modules in place, which adds ``._original_component`` to their names."""
+    return {k.replace("._original_component", ""): v for k, v in hf.state_dict().items()}
+
+
+@contextlib.contextmanager
+def skipped_blocks(model: TransformerBridge, below: int) -> Iterator[None]:
+    """Blocks ``0..below-1`` of a bridge return their input unchanged inside the block: each
+    wrapped HF block's ``forward`` is its first argument (the hidden states) until exit."""
+    layers = [model.blocks[i].original_component for i in range(below)]
+    try:
+        for layer in layers:
+            layer.forward = _identity
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # back to the class's forward
+
+
+def _identity(hidden_states: Tensor, *_: object, **__: object) -> Tensor:
+    return hidden_states
 
 
 def decoder(hf: PreTrainedModel) -> torch.nn.Module:

@@ -20,7 +20,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core.activations import HookFn, check_layers, collect_means
+from emlens.core.activations import check_layers, collect_means
+from emlens.core.forward import HookFn
 from emlens.core.tokens import Row
 
 RESID_PRE = "blocks.{layer}.hook_resid_pre"

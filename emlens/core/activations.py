@@ -8,32 +8,26 @@ results, are on the CPU.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core.models import input_device
-from emlens.core.tokens import Row, TokenBatch, batches
+from emlens.core.forward import HookFn, StopPass, hooked_passes
+from emlens.core.tokens import Row, TokenBatch
 
 RESID_POST = "blocks.{layer}.hook_resid_post"
-
-HookFn = Callable[..., Tensor | None]  # TransformerLens calls fn(activation, hook=point)
 
 __all__ = [
     "RESID_POST",
     "ActivationSummary",
-    "HookFn",
     "check_layers",
     "collect_means",
     "hook_names",
-    "run_batch",
 ]
 
 
@@ -72,24 +66,6 @@ def check_layers(model: TransformerBridge, layers: Sequence[int] | None) -> list
     return layers
 
 
-def run_batch(
-    model: TransformerBridge, batch: TokenBatch, stop_at_layer: int | None = None
-) -> None:
-    """Run ``model`` on a batch for its hooks only (no logits), stopping before
-    ``stop_at_layer`` if given."""
-    inputs = batch.inputs(input_device(model))
-    model(
-        inputs["input_ids"],
-        attention_mask=inputs["attention_mask"],
-        return_type=None,
-        stop_at_layer=stop_at_layer,
-    )
-
-
-class _Done(Exception):
-    """Raised by the last layer's hook: the rest of the forward is not needed."""
-
-
 class _Sums:
     """Float64 sums of masked activations per layer (and per sample), fed by hooks."""
 
@@ -118,8 +94,8 @@ class _Sums:
                 per = torch.zeros(n, d, dtype=torch.float64, device=act.device)
                 per.index_add_(0, self.row.to(act.device), sel.to(torch.float64))
                 self.samples[self.index, j] = per.to(self.samples.device)
-            if last:
-                raise _Done
+            if last:  # the rest of the forward is not needed
+                raise StopPass
 
         return fn
 
@@ -171,14 +147,12 @@ def collect_means(
     sums = _Sums(len(rows), len(layers), model.cfg.d_model, per_sample)
     fwd_hooks = [(n, sums.hook(j, layers[j] == max(layers))) for j, n in enumerate(names)]
     n_tokens = 0
-    bar = tqdm(total=len(rows), desc=desc, disable=not progress, leave=False)
-    with model.hooks(fwd_hooks=fwd_hooks), bar:
-        for batch in batches(rows, batch_size, model.tokenizer.pad_token_id, by_length=True):
-            sums.start(batch)
-            n_tokens += int(batch.mask.sum())
-            with contextlib.suppress(_Done):
-                run_batch(model, batch)
-            bar.update(len(batch.index))
+    passes = hooked_passes(
+        model, rows, fwd_hooks, batch_size, by_length=True, progress=progress, desc=desc
+    )
+    for batch in passes:
+        sums.start(batch)
+        n_tokens += int(batch.mask.sum())
     counts = torch.tensor([sum(m) for _, m in rows], dtype=torch.float64)
     return ActivationSummary(
         mean=(sums.total / n_tokens).float(),

@@ -23,8 +23,9 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core._arch import head_out_weights
-from emlens.core.activations import HookFn, check_layers, run_batch
-from emlens.core.tokens import Row, batches
+from emlens.core.activations import check_layers
+from emlens.core.forward import HookFn, hooked_passes
+from emlens.core.tokens import Row
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,10 @@ def component_outputs(
         ]
     stop = max(layers) + 1
     n_tokens = 0
-    with model.hooks(fwd_hooks=hooks):
-        for batch in batches(rows, batch_size, model.tokenizer.pad_token_id):
-            mask = batch.mask.double()
-            n_tokens += int(batch.mask.sum())
-            run_batch(model, batch, stop if stop < model.cfg.n_layers else None)
+    stop_at = stop if stop < model.cfg.n_layers else None
+    for batch in hooked_passes(model, rows, hooks, batch_size, stop_at_layer=stop_at):
+        mask = batch.mask.double()
+        n_tokens += int(batch.mask.sum())
     return (totals / n_tokens).flatten().float()
 
 
@@ -167,11 +167,10 @@ def component_means(
     n = 0
     last = max((c.layer for c in comps), default=-1) + 1  # the pass stops before this block
     stop = last if last < model.cfg.n_layers else None
-    with model.hooks(fwd_hooks=[(c.hook, hook(c)) for c in comps]):
-        for batch in batches(rows, batch_size, model.tokenizer.pad_token_id):
-            real = batch.attention_mask.double()
-            n += int(batch.attention_mask.sum())
-            run_batch(model, batch, stop_at_layer=stop)
+    hooks = [(c.hook, hook(c)) for c in comps]
+    for batch in hooked_passes(model, rows, hooks, batch_size, stop_at_layer=stop):
+        real = batch.attention_mask.double()
+        n += int(batch.attention_mask.sum())
     return {c: (s / n).float() for c, s in sums.items()}
 
 

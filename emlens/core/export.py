@@ -26,7 +26,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from emlens.core._arch import MLP_OUT, blocks, has_post_norms, hf_model, llama_config
+from emlens.core._arch import MLP_OUT, blocks, has_post_norms, hf_model, hf_state_dict, llama_config
 from emlens.core.interventions import Ablate, Intervention, Steer
 
 _RESID = ("blocks.{layer}.hook_resid_post", "blocks.{layer}.hook_resid_pre")
@@ -97,7 +97,7 @@ def steered_model(model: TransformerBridge, steers: Sequence[Steer]) -> PreTrain
     except ValueError as e:
         raise ValueError(f"cannot write steering into this model's weights: {e}") from e
     biases = steering_biases(model, steers)
-    weights = {k.replace("._original_component", ""): v for k, v in hf.state_dict().items()}
+    weights = hf_state_dict(hf)
     with torch.device("meta"):  # no memory: the weights are assigned below
         out: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=hf.dtype)
     state = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -30,8 +30,8 @@ from emlens.core.ablation import clamp
 from emlens.core.activations import RESID_POST, check_layers
 from emlens.core.direction_set import DirectionSet
 from emlens.core.finite import finite_guard
+from emlens.core.forward import HookFn
 
-HookFn = Callable[..., Tensor | None]  # TransformerLens calls fn(activation, hook=point)
 Hook = tuple[str, HookFn]
 
 

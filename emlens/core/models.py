@@ -31,7 +31,7 @@ from transformers import (
 )
 from typing_extensions import Unpack
 
-from emlens.core._arch import embed_weight, hf_model
+from emlens.core._arch import embed_weight, hf_model, hf_state_dict
 from emlens.core.hub import (
     HubError,
     LoadOptions,
@@ -276,7 +276,7 @@ def save_hf(
     tok = tokenizer or getattr(model, "tokenizer", None)
     if tok is None:
         raise ValueError("give the tokenizer to save with an HF model")
-    weights = {k.replace("._original_component", ""): v for k, v in hf.state_dict().items()}
+    weights = hf_state_dict(hf)
     with torch.device("meta"):  # no memory: the weights are assigned below
         clean = AutoModelForCausalLM.from_config(hf.config, dtype=hf.dtype)
     clean.load_state_dict({k: weights[k] for k in clean.state_dict()}, assign=True)

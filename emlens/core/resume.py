@@ -10,15 +10,15 @@ returns its input unchanged, and block k swaps in the saved residual).
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from emlens.core.models import input_device
+from emlens.core._arch import skipped_blocks
+from emlens.core.forward import StopPass, batch_logits, run_batch
 from emlens.core.tokens import TokenBatch
 
 __all__ = ["first_block", "logits_from", "saved_residuals"]
@@ -35,10 +35,6 @@ def first_block(hook_names: Iterable[str]) -> int:
     if not layers or any(m is None for m in layers):
         return 0
     return min(int(m.group(1)) for m in layers if m is not None)
-
-
-class _Stop(Exception):
-    """Raised by the last saving hook: the rest of the plain pass is not needed."""
 
 
 def saved_residuals(
@@ -64,34 +60,17 @@ def saved_residuals(
     def keep(layer: int) -> Callable[..., None]:
         def fn(act: Tensor, **_: object) -> None:
             saved[layer] = act.detach()
-            if layer == last and not logits:
-                raise _Stop
+            if layer == last and not logits:  # the rest of the plain pass is not needed
+                raise StopPass
 
         return fn
 
     hooks = [(f"blocks.{k}.hook_resid_pre", keep(k)) for k in sorted(layers)]
-    inputs = batch.inputs(input_device(model))
-    out = None
-    with model.hooks(fwd_hooks=hooks), contextlib.suppress(_Stop):
-        out = model(inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    return (out if logits else None), saved
-
-
-@contextlib.contextmanager
-def _skipped(model: TransformerBridge, below: int) -> Iterator[None]:
-    """Blocks ``0..below-1`` return their input unchanged inside the block."""
-    layers = [model.blocks[i].original_component for i in range(below)]
-    try:
-        for layer in layers:
-            layer.forward = _identity
-        yield
-    finally:
-        for layer in layers:
-            del layer.forward  # back to the class's forward
-
-
-def _identity(hidden_states: Tensor, *_: object, **__: object) -> Tensor:
-    return hidden_states
+    with model.hooks(fwd_hooks=hooks):
+        if not logits:
+            run_batch(model, batch)  # ended by StopPass after the last of ``layers``
+            return None, saved
+        return batch_logits(model, batch), saved
 
 
 def logits_from(
@@ -119,6 +98,6 @@ def logits_from(
         raise ValueError(
             f"residual {tuple(residual.shape)} does not match the batch {tuple(mask.shape)}"
         )
-    with _skipped(model, layer):
+    with skipped_blocks(model, layer):
         out: Tensor = model(residual, attention_mask=mask, start_at_layer=layer)
     return out

@@ -31,10 +31,10 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.data import QAPair
+from emlens.core.forward import batch_logits
 from emlens.core.interventions import Intervention, applied, hooks_for
 from emlens.core.resume import first_block, logits_from, saved_residuals
 from emlens.core.tokens import Row, TokenBatch, answer_tokens, batches
-from emlens.eval.metrics import _logits
 
 __all__ = ["PairEffects", "pair_effects"]
 
@@ -91,7 +91,7 @@ def _pass(
     from ``residual`` (the plain pass's input to that block) when given."""
     with applied(model, ivs):
         if residual is None:
-            logits = _logits(model, batch)
+            logits = batch_logits(model, batch)
         else:
             logits = logits_from(model, batch, start, residual)
         return logits.log_softmax(-1, dtype=torch.float32)

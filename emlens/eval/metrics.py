@@ -18,9 +18,10 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.data import QAPair
+from emlens.core.forward import batch_logits
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
-from emlens.core.tokens import Row, TokenBatch, answer_tokens, batches, chat_prompt
+from emlens.core.tokens import Row, answer_tokens, batches, chat_prompt
 from emlens.eval.stats import Estimate, Rate, cluster_mean
 
 REFUSAL_SUBSTRINGS = (
@@ -44,13 +45,6 @@ REFUSAL_SUBSTRINGS = (
 REFUSAL_FIRST_TOKENS = ("I", "Sorry", "As", "Unfortunately")
 
 
-def _logits(model: TransformerBridge, batch: TokenBatch) -> Float[Tensor, "batch pos vocab"]:
-    """The model's logits on a padded batch (inputs on the model's input device)."""
-    inputs = batch.inputs(input_device(model))
-    logits: Tensor = model(inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    return logits
-
-
 def _target_logprobs(
     model: TransformerBridge,
     rows: Sequence[Row],
@@ -63,7 +57,7 @@ def _target_logprobs(
     pad = model.tokenizer.pad_token_id
     with torch.no_grad(), applied(model, interventions):
         for batch in batches(rows, batch_size, pad):
-            logp = _logits(model, batch).log_softmax(-1, dtype=torch.float32)
+            logp = batch_logits(model, batch).log_softmax(-1, dtype=torch.float32)
             tokens = batch.tokens[:, 1:, None].to(logp.device)
             tgt = logp[:, :-1].gather(-1, tokens)[..., 0].cpu()
             m = batch.mask[:, 1:].float()
@@ -210,9 +204,9 @@ def kl_divergence(
     rows = _text_rows(model, texts)
     total, count = 0.0, 0
     for batch in batches(rows, batch_size, model.tokenizer.pad_token_id):
-        p = _logits(model, batch).log_softmax(-1, dtype=torch.float32)
+        p = batch_logits(model, batch).log_softmax(-1, dtype=torch.float32)
         with applied(model, interventions):
-            q = _logits(model, batch).log_softmax(-1, dtype=torch.float32)
+            q = batch_logits(model, batch).log_softmax(-1, dtype=torch.float32)
         kl = (p.exp() * (p - q)).sum(-1)
         total += float((kl * batch.attention_mask.to(kl.device)).sum())
         count += int(batch.attention_mask.sum())

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.core._arch import hf_model
 from emlens.core.models import input_device
 from emlens.core.tokens import chat_prompt
 from emlens.eval.judges.logprob import LogprobJudge
@@ -64,7 +65,7 @@ class LocalJudge(LogprobJudge):
         """Run the prompt: first answer token's log-probs (CPU), the KV cache, its length."""
         tok = self.model.tokenizer
         ids = tok(chat_prompt(tok, prompt), add_special_tokens=False, return_tensors="pt")
-        out = self.model.original_model(**ids.to(input_device(self.model)), use_cache=True)
+        out = hf_model(self.model)(**ids.to(input_device(self.model)), use_cache=True)
         # Log-probs on the CPU: the tree walk reads many single entries.
         first = out.logits[0, -1].float().log_softmax(-1).cpu()
         return first, out.past_key_values, ids["input_ids"].shape[1]
@@ -87,7 +88,7 @@ class LocalJudge(LogprobJudge):
         """One forward step of the children's tokens on their parents' cache rows."""
         device = input_device(self.model)
         cache.reorder_cache(torch.tensor([c[2] for c in children]))
-        step = self.model.original_model(
+        step = hf_model(self.model)(
             input_ids=torch.tensor([[c[3]] for c in children], device=device),
             attention_mask=torch.ones(len(children), length + 1, dtype=torch.long, device=device),
             past_key_values=cache,

@@ -24,8 +24,9 @@ from transformers import PreTrainedTokenizerBase
 
 from emlens.core.activations import RESID_POST, collect_means
 from emlens.core.data import dataset_hash
-from emlens.core.models import input_device, model_name
-from emlens.core.tokens import answer_tokens, batches, chat_prompt
+from emlens.core.forward import hooked_passes
+from emlens.core.models import model_name
+from emlens.core.tokens import answer_tokens, chat_prompt
 from emlens.eval.verdicts import QA
 
 JUDGE_TEMPLATE = (
@@ -201,18 +202,10 @@ def template_features(
 
         return fn
 
-    names = [hook.format(layer=layer) for layer in layers]
-    device = input_device(model)
-    with model.hooks(fwd_hooks=[(nm, make_hook(j)) for j, nm in enumerate(names)]):
-        for b in batches(rows, batch_size, model.tokenizer.pad_token_id, by_length=True):
-            state.update(mask=b.mask, idx=b.index, last=b.attention_mask.sum(1) - 1)
-            inputs = b.inputs(device)
-            model(
-                inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                return_type=None,
-                stop_at_layer=max(layers) + 1,
-            )
+    hooks = [(hook.format(layer=layer), make_hook(j)) for j, layer in enumerate(layers)]
+    stop = max(layers) + 1
+    for b in hooked_passes(model, rows, hooks, batch_size, by_length=True, stop_at_layer=stop):
+        state.update(mask=b.mask, idx=b.index, last=b.attention_mask.sum(1) - 1)
     return out
 
 
@@ -246,16 +239,8 @@ def answer_token_states(
 
         return fn
 
-    names = [hook.format(layer=layer) for layer in layers]
-    device = input_device(model)
-    with model.hooks(fwd_hooks=[(nm, make_hook(j)) for j, nm in enumerate(names)]):
-        for b in batches(rows, batch_size, tok.pad_token_id, by_length=True):
-            state.update(mask=b.mask, idx=b.index)
-            inputs = b.inputs(device)
-            model(
-                inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                return_type=None,
-                stop_at_layer=max(layers) + 1,
-            )
+    hooks = [(hook.format(layer=layer), make_hook(j)) for j, layer in enumerate(layers)]
+    stop = max(layers) + 1
+    for b in hooked_passes(model, rows, hooks, batch_size, by_length=True, stop_at_layer=stop):
+        state.update(mask=b.mask, idx=b.index)
     return out, counts

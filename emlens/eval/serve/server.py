@@ -25,6 +25,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
+from emlens.core._arch import hf_model
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
 from emlens.eval.serve.http import ServeLimits, http_server
@@ -60,7 +61,7 @@ def _generate(
     stop: Callable[[], bool] | None = None,
 ) -> tuple[int, Tensor, list[Tensor]]:
     """Sample the request's completions: prompt length, new tokens (CPU), per-step logits."""
-    tok, hf = model.tokenizer, cast(Any, model.original_model)  # an HF model: has .generate
+    tok, hf = model.tokenizer, cast(Any, hf_model(model))  # has .generate
     text = tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"].repeat(req.n, 1)
     ids = ids.to(input_device(model))
