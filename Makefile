@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/study_levers.py
 	$(BIN)/python analyses/study.py --minutes
 	$(BIN)/python benchmarks/probe_judge.py
+	$(BIN)/python benchmarks/em_rate.py
 
 docs: setup
 	$(BIN)/mkdocs build --strict -d out/site
