@@ -28,6 +28,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emlens.core._atomic import write_atomic
 from emlens.organisms.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -197,21 +199,24 @@ class Run:
 
     def save(self, step: int) -> Path:
         """Write ``checkpoint-<step>``: weights, optimizer, scheduler and RNG state, log."""
-        ckpt = self.out_dir / f"checkpoint-{step}"
-        tmp = self.out_dir / f".checkpoint-{step}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_weights(self.model, self.tok, tmp, self.config.full)
+        for stale in self.out_dir.glob(".checkpoint-*.tmp"):  # a killed run's, half written
+            shutil.rmtree(stale, ignore_errors=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # a checkpoint appears whole or not at all
+        ckpt = write_atomic(self.out_dir / f"checkpoint-{step}", partial(self._write, step))
+        prune_resume_state(self.out_dir, self.keep_optimizer)  # after: a resume point remains
+        return ckpt
+
+    def _write(self, step: int, folder: Path) -> None:
+        """Make ``folder`` and write the checkpoint of ``step`` in it."""
+        folder.mkdir()
+        save_weights(self.model, self.tok, folder, self.config.full)
         rng: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
             rng["cuda_rng"] = torch.cuda.get_rng_state_all()
         opt = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        torch.save({**opt, **rng}, tmp / OPTIMIZER)
-        (tmp / STATE).write_text(json.dumps(self.state(step), indent=1))
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.replace(ckpt)  # a checkpoint appears whole or not at all
-        prune_resume_state(self.out_dir, self.keep_optimizer)  # after: a resume point remains
-        return ckpt
+        torch.save({**opt, **rng}, folder / OPTIMIZER)
+        (folder / STATE).write_text(json.dumps(self.state(step), indent=1))
 
     def save_final(self) -> None:
         """Write the final weights and state at the root of ``out_dir``."""

@@ -20,6 +20,29 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert path.read_text() == "new" and sorted(tmp_path.iterdir()) == [path]
 
 
+def test_a_folder_appears_whole_and_replaces_the_old_one(tmp_path):
+    path = tmp_path / "checkpoint-3"
+    path.mkdir()
+    (path / "old.txt").write_text("old")
+
+    def half(p):
+        p.mkdir()
+        (p / "weights").write_text("ha")
+        raise KeyboardInterrupt  # killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, half)
+    assert sorted(tmp_path.iterdir()) == [path] and (path / "old.txt").read_text() == "old"
+
+    def whole(p):
+        p.mkdir()
+        (p / "weights").write_text("new")
+
+    write_atomic(path, whole)
+    assert sorted(tmp_path.iterdir()) == [path]
+    assert [f.name for f in path.iterdir()] == ["weights"]
+
+
 def test_saving_directions_to_a_missing_folder_names_it(tmp_path):
     ds = DirectionSet(torch.ones(2, 4), [0, 1])
     with pytest.raises(FileNotFoundError, match="missing"):
