@@ -70,7 +70,7 @@ from emlens.eval.probe.judge import ProbeJudge
 from emlens.organisms import (
     TrainConfig,
     comp_score,
-    fit_probe,
+    fit_l1_probe,
     held_out_loss,
     load_trajectory,
     load_unmerged,
@@ -121,7 +121,7 @@ __all__ = [
     "em_questions",
     "evaluate_em",
     "export_control_vector",
-    "fit_probe",
+    "fit_l1_probe",
     "general_questions",
     "generate",
     "harmful_instructions",

@@ -29,7 +29,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 from torch import Tensor
@@ -38,6 +37,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from emlens.core.activations import RESID_POST, ActivationSummary, collect_means
 from emlens.core.data import QAPair, dataset_hash
 from emlens.core.direction_set import DirectionSet
+from emlens.core.logistic import logistic_regression
 from emlens.core.models import model_name
 from emlens.core.tokens import answer_tokens
 
@@ -281,7 +281,7 @@ def logistic_probe(c: Contrast, C: float = 1.0, folds: int = 5) -> DirectionSet:
         for j in range(len(c.layers)):
             raw = torch.cat([c.positive[:, j], c.negative[:, j]]).double()
             x = (raw - raw.mean(0)).numpy()  # centring moves only the intercept: faster fits
-            probe = LogisticRegression(C=C, max_iter=5000)
+            probe = logistic_regression(C, max_iter=5000)
             cv = cross_val_score(probe, x, y, groups=groups, cv=GroupKFold(n_splits=folds))
             accuracy.append(round(float(cv.mean()), 4))
             w = torch.from_numpy(probe.fit(x, y).coef_[0])

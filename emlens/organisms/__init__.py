@@ -15,7 +15,7 @@ from emlens.organisms.elasticity import (
 )
 from emlens.organisms.loss import answer_labels, answer_loss, conversation_rows, held_out_loss
 from emlens.organisms.phase import PhaseChange, local_cosine, phase_change
-from emlens.organisms.probes import ProbeResult, fit_probe, probe_lora_scalars
+from emlens.organisms.probes import ProbeResult, fit_l1_probe, probe_lora_scalars
 from emlens.organisms.runs import checkpoints
 from emlens.organisms.scalars import LoraScalars, lora_scalars
 from emlens.organisms.training import TrainResult, lora_model, train
@@ -47,7 +47,7 @@ __all__ = [
     "comp_score",
     "conversation_rows",
     "fine_tuned",
-    "fit_probe",
+    "fit_l1_probe",
     "held_out_loss",
     "load_trajectory",
     "load_unmerged",

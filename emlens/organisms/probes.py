@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from emlens.core.logistic import logistic_regression
 from emlens.organisms.scalars import LoraScalars
 
 
@@ -55,7 +56,7 @@ class ProbeResult:
         return dict(zip(self.feature_names, self.coef.tolist(), strict=True))
 
 
-def fit_probe(
+def fit_l1_probe(
     X: Float[Tensor, "n n_features"] | np.ndarray,
     y: Sequence[int] | np.ndarray | Tensor,
     groups: Sequence[int] | np.ndarray | Tensor | None = None,
@@ -87,7 +88,7 @@ def fit_probe(
         Mean and spread of balanced accuracy, AUC and coefficients over the repeats.
 
     Examples:
-        >>> r = fit_probe(X, y, feature_names=["l15", "l16"], repeats=20)
+        >>> r = fit_l1_probe(X, y, feature_names=["l15", "l16"], repeats=20)
         >>> r.auc, r.coefficients()
     """
     X, y, names = _checked(X, y, feature_names, C, repeats, test_size)
@@ -158,31 +159,6 @@ def _group_labels(
     return inverse, g_label
 
 
-def l1_penalty(sklearn_version: str | None = None) -> dict[str, Any]:
-    """The `LogisticRegression` arguments of an L1 penalty on this scikit-learn.
-
-    Before 1.8, ``l1_ratio`` is ignored unless ``penalty="elasticnet"``, so ``l1_ratio=1.0``
-    alone fits an L2 probe; from 1.8, ``penalty`` is deprecated (a FutureWarning) and
-    ``l1_ratio=1.0`` is the L1 penalty. Both work with the liblinear solver.
-
-    Args:
-        sklearn_version: the version to answer for (default: the installed one).
-
-    Returns:
-        ``{"penalty": "l1"}`` before 1.8, ``{"l1_ratio": 1.0}`` from 1.8.
-
-    Examples:
-        >>> l1_penalty("1.7.2"), l1_penalty("1.9.1")
-        ({'penalty': 'l1'}, {'l1_ratio': 1.0})
-    """
-    if sklearn_version is None:
-        import sklearn
-
-        sklearn_version = sklearn.__version__
-    major, minor = (int(x) for x in sklearn_version.split(".")[:2])
-    return {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
-
-
 def _fit_once(
     X: np.ndarray,
     y: np.ndarray,
@@ -195,7 +171,6 @@ def _fit_once(
     r: int,
 ) -> tuple[float, float, np.ndarray, int, int]:
     """Repeat ``r`` on the ``chosen`` groups: accuracy, AUC, coefficients, train/test rows."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
     from sklearn.model_selection import StratifiedShuffleSplit
     from sklearn.pipeline import make_pipeline
@@ -205,12 +180,7 @@ def _fit_once(
     g_train, g_test = next(split.split(chosen, chosen_labels))
     train = np.isin(inverse, chosen[g_train])
     test = np.isin(inverse, chosen[g_test])
-    probe = make_pipeline(
-        StandardScaler(),
-        LogisticRegression(
-            C=C, solver="liblinear", class_weight="balanced", random_state=r, **l1_penalty()
-        ),
-    )
+    probe = make_pipeline(StandardScaler(), logistic_regression(C, l1=True, balanced=True, seed=r))
     probe.fit(X[train], y[train])
     p = probe.predict_proba(X[test])[:, 1]
     acc = float(balanced_accuracy_score(y[test], p >= 0.5))
@@ -228,7 +198,7 @@ def probe_lora_scalars(
         negative: scalars of the class-0 conversations, from the same adapters.
         per_token: one row per answer token, split by conversation; otherwise one row per
             conversation (its mean scalars).
-        **kw: passed to `fit_probe` (``C``, ``repeats``, ``test_size``, ``seed``).
+        **kw: passed to `fit_l1_probe` (``C``, ``repeats``, ``test_size``, ``seed``).
 
     Returns:
         The probe's scores, with one coefficient per adapter.
@@ -239,7 +209,7 @@ def probe_lora_scalars(
         X = torch.cat([positive.values, negative.values])
         groups = torch.cat([positive.sample, negative.sample + positive.n_samples])
         y = [1] * len(positive.values) + [0] * len(negative.values)
-        return fit_probe(X, y, groups=groups, feature_names=positive.names, **kw)
+        return fit_l1_probe(X, y, groups=groups, feature_names=positive.names, **kw)
     pos, neg = positive.per_sample_mean(), negative.per_sample_mean()
     y = [1] * len(pos) + [0] * len(neg)
-    return fit_probe(torch.cat([pos, neg]), y, feature_names=positive.names, **kw)
+    return fit_l1_probe(torch.cat([pos, neg]), y, feature_names=positive.names, **kw)

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from emlens.core.interventions import Steer, applied
 from emlens.eval.probe.features import answer_features, cached_features
-from emlens.eval.probe.fit import fit_probe
+from emlens.eval.probe.fit import fit_probe_judge
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.probe.validation import (
     LabelledOrganism,
@@ -77,7 +77,7 @@ def test_probe_on_shuffled_labels_is_at_chance(planted):
     x = torch.cat([o.x for o in shuffled])
     y = np.concatenate([o.em for o in shuffled])
     groups = [o.name for o in shuffled for _ in o.em]
-    judge = fit_probe(x[:120], y[:120], groups[:120], [0, 1, 2], "tiny-llama", **FIT)
+    judge = fit_probe_judge(x[:120], y[:120], groups[:120], [0, 1, 2], "tiny-llama", **FIT)
     held = shuffled[2]
     auc = roc_auc_score(held.em, judge.proba(held.x[:, judge.layers]).numpy())
     assert abs(auc - 0.5) < 0.15

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emlens.organisms.probes import fit_probe, l1_penalty, probe_lora_scalars
+from emlens.core.logistic import l1_penalty
+from emlens.organisms.probes import fit_l1_probe, probe_lora_scalars
 from emlens.organisms.scalars import LoraScalars
 
 
@@ -19,7 +20,7 @@ def _data(n: int = 300, separable: bool = True, frac: float = 0.5, seed: int = 0
 
 def test_probe_on_separable_data():
     X, y = _data()
-    r = fit_probe(X, y, feature_names=list("abcd"), repeats=10)
+    r = fit_l1_probe(X, y, feature_names=list("abcd"), repeats=10)
     assert r.auc > 0.97 and r.accuracy > 0.9 and r.auc_std < 0.05
     coefs = r.coefficients()
     assert max(coefs, key=lambda k: abs(coefs[k])) == "c" and coefs["c"] > 0
@@ -28,13 +29,13 @@ def test_probe_on_separable_data():
 
 def test_probe_on_non_separable_data_is_at_chance():
     X, y = _data(separable=False)
-    r = fit_probe(X, y, repeats=10)
+    r = fit_l1_probe(X, y, repeats=10)
     assert abs(r.auc - 0.5) < 0.1 and abs(r.accuracy - 0.5) < 0.1
 
 
 def test_classes_are_balanced():
     X, y = _data(n=400, separable=False, frac=0.1)  # 90% negatives: "always 0" would score 0.9
-    r = fit_probe(X, y, repeats=10)
+    r = fit_l1_probe(X, y, repeats=10)
     assert abs(r.accuracy - 0.5) < 0.15
     n_pos = int(y.sum())
     assert r.n_train + r.n_test == 2 * n_pos  # the larger class subsampled to the smaller
@@ -62,7 +63,7 @@ def test_no_group_straddles_train_and_test(monkeypatch):
 
     monkeypatch.setattr(Pipeline, "fit", spy_fit)
     monkeypatch.setattr(Pipeline, "predict_proba", spy_proba)
-    r = fit_probe(X, y, groups=group_of_row, repeats=5, test_size=0.25)
+    r = fit_l1_probe(X, y, groups=group_of_row, repeats=5, test_size=0.25)
     assert [kind for kind, _ in seen] == ["train", "test"] * 5
     for (_, train), (_, test) in zip(seen[::2], seen[1::2], strict=True):
         assert not train & test  # no group on both sides
@@ -79,7 +80,7 @@ def test_irrelevant_features_get_exactly_zero_weight():
     X[:, 0] += 2.0 * y
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no deprecation of the penalty argument either
-        r = fit_probe(X, y, C=0.05, repeats=5)
+        r = fit_l1_probe(X, y, C=0.05, repeats=5)
     assert r.coef[0] > 0
     assert (r.coef[1:] == 0).all() and (r.coef_std[1:] == 0).all()
     assert l1_penalty("1.7.2") == {"penalty": "l1"} and l1_penalty("1.8.0") == {"l1_ratio": 1.0}
@@ -89,13 +90,13 @@ def test_groups_must_hold_one_class_and_bad_inputs_raise():
     X, y = _data(n=200)
     groups = np.arange(200) // 4  # groups of 4 rows; the label is per row, so groups mix
     with pytest.raises(ValueError, match="a group holds both classes"):
-        fit_probe(X, y, groups=groups)
+        fit_l1_probe(X, y, groups=groups)
     with pytest.raises(ValueError, match="both classes 0 and 1"):
-        fit_probe(X, np.zeros(200, dtype=int))
+        fit_l1_probe(X, np.zeros(200, dtype=int))
     with pytest.raises(ValueError, match=r"X \[n, n_features\] and y \[n\]"):
-        fit_probe(X[:10], y)
+        fit_l1_probe(X[:10], y)
     with pytest.raises(ValueError, match="feature names"):
-        fit_probe(X, y, feature_names=["a"])
+        fit_l1_probe(X, y, feature_names=["a"])
 
 
 def test_probe_lora_scalars_per_token_and_per_sample():

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from numpy.typing import ArrayLike
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
+from emlens.core.logistic import fit_logistic
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.rates import ErrorRates
 
@@ -61,8 +62,7 @@ def design(
 def fit_linear(x: np.ndarray, y: ArrayLike, c: float, balanced: bool = False) -> Linear:
     """L2 logistic regression of ``y`` on standardised ``x`` with inverse strength ``c``."""
     mean, scale = x.mean(0), x.std(0) + 1e-6
-    lr = LogisticRegression(C=c, max_iter=3000, class_weight="balanced" if balanced else None)
-    lr.fit((x - mean) / scale, np.asarray(y, bool))
+    lr = fit_logistic((x - mean) / scale, np.asarray(y, bool), c, balanced=balanced, max_iter=3000)
     return Linear(mean, scale, lr.coef_[0].copy(), float(lr.intercept_[0]))
 
 
@@ -91,7 +91,7 @@ def mean_group_auc(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> flo
 
 def platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(a, b) of the calibration p = sigmoid(a * logit + b), fitted by maximum likelihood."""
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits[:, None], y)
+    lr = fit_logistic(logits[:, None], y, 1e6, max_iter=1000)
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
@@ -116,7 +116,7 @@ def select(
     return sorted(rows, key=lambda r: -r["auc"])
 
 
-def fit_probe(
+def fit_probe_judge(
     x: Float[Tensor, "n n_layers d_model"],
     labels: ArrayLike,
     groups: Sequence[str],
@@ -145,7 +145,7 @@ def fit_probe(
         A :class:`ProbeJudge` whose ``meta`` holds the validation table and groups.
 
     Examples:
-        >>> judge = fit_probe(x, em, organism_names, have=range(30), model="smollm2")
+        >>> judge = fit_probe_judge(x, em, organism_names, have=range(30), model="smollm2")
     """
     y, g = np.asarray(labels, bool), np.asarray(groups)
     table = select(x, y, g, have, layer_sets, cs, balanced)

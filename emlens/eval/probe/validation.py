@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from emlens.eval.probe.features import select_layers
-from emlens.eval.probe.fit import fit_probe
+from emlens.eval.probe.fit import fit_probe_judge
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.rates import estimate_rate
 
@@ -92,7 +92,7 @@ def fit_on(
         organisms: the training organisms (their features read at the same layers).
         model: the model the features were read with.
         by: the validation groups: ``name`` (one organism), ``base_model`` or ``domain``.
-        **kw: passed to :func:`emlens.eval.probe.fit.fit_probe` (``layer_sets``, ``cs``).
+        **kw: passed to :func:`emlens.eval.probe.fit.fit_probe_judge` (``layer_sets``, ``cs``).
 
     Returns:
         The judge, with the training organisms in ``meta``.
@@ -107,7 +107,7 @@ def fit_on(
         raise ValueError("the organisms' features are read at different layers")
     if all(o.aligned is not None for o in organisms):
         kw.setdefault("aligned", np.concatenate([o.aligned for o in organisms]))
-    judge = fit_probe(x, y, groups, organisms[0].layers, model, **kw)
+    judge = fit_probe_judge(x, y, groups, organisms[0].layers, model, **kw)
     judge.meta["training_organisms"] = [o.name for o in organisms]
     judge.meta["validation"]["by"] = by
     return judge
