@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -47,6 +48,36 @@ class ActivationSummary:
     layers: list[int]
     per_sample: Float[Tensor, "n_samples n_layers d_model"] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_samples(
+        cls,
+        per_sample: Float[Tensor, "n_samples n_layers d_model"] | np.ndarray,
+        tokens: Sequence[int] | np.ndarray | Tensor,
+        layers: Sequence[int],
+        hook: str = RESID_POST,
+    ) -> ActivationSummary:
+        """The summary of samples given by their own means and token counts (e.g. cached
+        per-answer features): ``mean`` is the token-weighted mean of ``per_sample``, in
+        float64, so it equals the mean over all their tokens.
+
+        Args:
+            per_sample: each sample's mean over its masked tokens, at each of ``layers``.
+            tokens: each sample's number of masked tokens (all ones: every sample weighs
+                the same).
+            layers: the layers of ``per_sample``'s second axis.
+            hook: the hook template they were read at.
+
+        Returns:
+            The summary (``mean`` float64, ``per_sample`` as given).
+        """
+        x = torch.as_tensor(per_sample)
+        counts = torch.as_tensor(np.asarray(tokens)).double()
+        if x.ndim != 3 or counts.shape != (len(x),) or len(x) == 0 or bool((counts <= 0).any()):
+            raise ValueError("need [n, n_layers, d_model] sample means and n positive counts")
+        mean = torch.einsum("n,nld->ld", counts / counts.sum(), x.double())
+        n_tokens = int(counts.sum())
+        return cls(mean, len(x), n_tokens, hook, [int(layer) for layer in layers], x)
 
 
 def hook_names(hook: str, layers: Sequence[int]) -> list[str]:

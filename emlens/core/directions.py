@@ -37,7 +37,11 @@ def mean_diff(
     negative: ActivationSummary,
     provenance: dict[str, Any] | None = None,
 ) -> DirectionSet:
-    """mean(positive) - mean(negative), per layer, with the counts in its provenance."""
+    """The mean difference, mean(positive) - mean(negative) per layer, with the counts in its
+    provenance: the papers' token-weighted mean difference when both are means over all their
+    tokens (`collect_means`, or `ActivationSummary.from_samples` for cached per-sample means
+    and token counts). The difference is taken in float64, the result is float32.
+    """
     if positive.hook != negative.hook or positive.layers != negative.layers:
         raise ValueError("the two summaries must share hook and layers")
     prov = {
@@ -49,7 +53,8 @@ def mean_diff(
         "emlens_version": version("emlens"),
         **(provenance or {}),
     }
-    return DirectionSet(positive.mean - negative.mean, positive.layers, positive.hook, prov)
+    diff = positive.mean.double() - negative.mean.double()
+    return DirectionSet(diff.float(), positive.layers, positive.hook, prov)
 
 
 def _contrast(

@@ -37,6 +37,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from emlens.core.activations import RESID_POST, ActivationSummary, collect_means
 from emlens.core.data import QAPair, dataset_hash
 from emlens.core.direction_set import DirectionSet
+from emlens.core.directions import mean_diff
 from emlens.core.logistic import logistic_regression
 from emlens.core.models import model_name
 from emlens.core.tokens import answer_tokens
@@ -202,15 +203,14 @@ def mean_difference(
     if weighting == "tokens":
         if c.tokens_positive is None or c.tokens_negative is None:
             raise ValueError("token weighting needs the token counts (use contrast_from_pairs)")
-        wp = c.tokens_positive.double() / c.tokens_positive.sum()
-        wn = c.tokens_negative.double() / c.tokens_negative.sum()
+        tp, tn = c.tokens_positive, c.tokens_negative
     elif weighting == "samples":
-        wp = wn = torch.full((c.n_pairs,), 1.0 / c.n_pairs, dtype=torch.float64)
+        tp = tn = torch.ones(c.n_pairs, dtype=torch.long)
     else:
         raise ValueError(f"weighting must be 'tokens' or 'samples', not {weighting!r}")
-    pos = torch.einsum("n,nld->ld", wp, c.positive.double())
-    neg = torch.einsum("n,nld->ld", wn, c.negative.double())
-    return _direction(c, pos - neg, "mean_difference", weighting=weighting)
+    pos = ActivationSummary.from_samples(c.positive, tp, c.layers, c.hook)
+    neg = ActivationSummary.from_samples(c.negative, tn, c.layers, c.hook)
+    return _direction(c, mean_diff(pos, neg).vectors, "mean_difference", weighting=weighting)
 
 
 def orient(

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from emlens.core.activations import collect_means
+from emlens.core.activations import ActivationSummary, collect_means
 from emlens.core.tokens import answer_tokens, post_instruction_tokens
 from tests.conftest import FAMILIES
 
@@ -69,3 +69,15 @@ def test_layer_order_does_not_matter(tiny):
     assert both.layers == [2, 0]
     assert torch.allclose(both.mean[1], one.mean[0], atol=1e-5)
     assert torch.allclose(both.per_sample[:, 1], one.per_sample[:, 0], atol=1e-5)
+
+
+def test_a_summary_from_sample_means_and_counts_is_the_token_weighted_mean(tiny):
+    model = tiny("llama")
+    rows = _rows(model.tokenizer)
+    whole = collect_means(model, rows, per_sample=True, progress=False)
+    counts = [sum(m) for _, m in rows]
+    pooled = ActivationSummary.from_samples(whole.per_sample, counts, whole.layers)
+    assert torch.allclose(pooled.mean.float(), whole.mean, atol=1e-5)
+    assert (pooled.n_samples, pooled.n_tokens) == (whole.n_samples, whole.n_tokens)
+    with pytest.raises(ValueError, match="positive counts"):
+        ActivationSummary.from_samples(whole.per_sample, [0] * len(rows), whole.layers)
