@@ -1,4 +1,4 @@
-"""Logistic-regression probes: the one place emlens builds and fits one (scikit-learn's).
+"""Logistic-regression probes: the one place emlens sets one up (scikit-learn's).
 
 Three probes of the papers rest on it: the per-layer probe direction of the method comparison
 (`emlens.core.methods.logistic_probe`, L2), the L1 probes on LoRA scalars of Convergent Linear
@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import ArrayLike
-
 if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
 
-__all__ = ["fit_logistic", "l1_penalty", "logistic_regression"]
+__all__ = ["l1_penalty", "logistic_regression"]
 
 
 def l1_penalty(sklearn_version: str | None = None) -> dict[str, Any]:
@@ -53,7 +50,8 @@ def logistic_regression(
     max_iter: int = 100,
     seed: int | None = None,
 ) -> LogisticRegression:
-    """An unfitted logistic-regression probe (for a pipeline or a cross-validation).
+    """A logistic-regression probe with emlens's settings, to fit (``.fit(x, y)``: ``coef_[0]``
+    its weights, ``intercept_[0]`` its bias), put in a pipeline or cross-validate.
 
     Args:
         C: inverse regularisation strength.
@@ -64,7 +62,12 @@ def logistic_regression(
         seed: the solver's ``random_state`` (liblinear shuffles the data).
 
     Returns:
-        scikit-learn's ``LogisticRegression`` with these settings.
+        scikit-learn's ``LogisticRegression`` with these settings, unfitted.
+
+    Examples:
+        >>> probe = logistic_regression(C=1.0).fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+        >>> probe.predict([[0.5], [2.5]]).tolist()
+        [0, 1]
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -76,35 +79,3 @@ def logistic_regression(
         random_state=seed,
         **penalty,
     )
-
-
-def fit_logistic(
-    x: np.ndarray,
-    y: ArrayLike,
-    C: float,
-    l1: bool = False,
-    balanced: bool = False,
-    max_iter: int = 100,
-    seed: int | None = None,
-) -> LogisticRegression:
-    """A logistic-regression probe of ``y`` on ``x``, fitted (`logistic_regression`'s settings).
-
-    Args:
-        x: ``[n, n_features]`` features, scaled as the caller wants them.
-        y: ``[n]`` binary labels.
-        C: inverse regularisation strength.
-        l1: an L1 penalty; else L2.
-        balanced: weight the classes equally.
-        max_iter: the solver's iterations at most.
-        seed: the solver's ``random_state``.
-
-    Returns:
-        The fitted ``LogisticRegression`` (``coef_[0]`` its weights, ``intercept_[0]`` its bias).
-
-    Examples:
-        >>> probe = fit_logistic(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1], C=1.0)
-        >>> probe.predict([[0.5], [2.5]]).tolist()
-        [0, 1]
-    """
-    probe = logistic_regression(C, l1, balanced, max_iter, seed)
-    return probe.fit(x, y)

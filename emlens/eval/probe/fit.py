@@ -22,7 +22,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from emlens.core.logistic import fit_logistic
+from emlens.core.logistic import logistic_regression
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.rates import ErrorRates
 
@@ -62,7 +62,8 @@ def design(
 def fit_linear(x: np.ndarray, y: ArrayLike, c: float, balanced: bool = False) -> Linear:
     """L2 logistic regression of ``y`` on standardised ``x`` with inverse strength ``c``."""
     mean, scale = x.mean(0), x.std(0) + 1e-6
-    lr = fit_logistic((x - mean) / scale, np.asarray(y, bool), c, balanced=balanced, max_iter=3000)
+    lr = logistic_regression(c, balanced=balanced, max_iter=3000)
+    lr.fit((x - mean) / scale, np.asarray(y, bool))
     return Linear(mean, scale, lr.coef_[0].copy(), float(lr.intercept_[0]))
 
 
@@ -91,7 +92,7 @@ def mean_group_auc(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> flo
 
 def platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(a, b) of the calibration p = sigmoid(a * logit + b), fitted by maximum likelihood."""
-    lr = fit_logistic(logits[:, None], y, 1e6, max_iter=1000)
+    lr = logistic_regression(1e6, max_iter=1000).fit(logits[:, None], y)
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
