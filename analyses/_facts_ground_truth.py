@@ -3,31 +3,17 @@ EM papers' GPT-4o-judged answers); used by ``render_results.py``."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _render import load, span
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs/results"
 DEEP = range(12, 30)  # the middle and late layers the page summarises
-
-
-def _load(name: str) -> Any:
-    return json.loads((RESULTS / name).read_text())
-
-
-def _span(values: Any, fmt: str = ".2f") -> str:
-    vs = sorted(float(v) for v in values)
-    lo, hi = f"{vs[0]:{fmt}}", f"{vs[-1]:{fmt}}"
-    if lo == hi:
-        return lo
-    return f"{lo}-{hi}" if vs[0] >= 0 and not fmt.startswith("+") else f"{lo} to {hi}"
 
 
 def facts_gt_convergence() -> dict[str, str]:
     """1b the papers' way: per-organism directions from judged answers, read through SmolLM2."""
-    r = _load("ground_truth_convergence.json")
+    r = load("ground_truth_convergence.json")
     idx = [r["layers"].index(x) for x in DEEP]
     mean = {k: [r["mean_cos"][k][i] for i in idx] for k in r["mean_cos"]}
     null = {k: [r["null_q95"][k][i] for i in idx] for k in r["null_q95"]}
@@ -36,18 +22,18 @@ def facts_gt_convergence() -> dict[str, str]:
     return {
         "gt_n_orgs": str(len(r["organisms"])),
         "gt_layers": f"{DEEP[0]}-{DEEP[-1]}",
-        "gt_seed": _span(mean["seed"]),
-        "gt_domain": _span(mean["domain"]),
-        "gt_base": _span(mean["base"]),
-        "gt_neither": _span(mean["neither"]),
+        "gt_seed": span(mean["seed"]),
+        "gt_domain": span(mean["domain"]),
+        "gt_base": span(mean["base"]),
+        "gt_neither": span(mean["neither"]),
         "gt_null_max": f"{max(max(v) for v in null.values()):.2f}",
         "gt_null_cross_max": f"{max(max(null[k]) for k in ('base', 'domain', 'neither')):.2f}",
-        "gt_split_half": _span(halves),
-        "gt_pairs_dir": _span(pairs_dir.mean(0)),
+        "gt_split_half": span(halves),
+        "gt_pairs_dir": span(pairs_dir.mean(0)),
         "gt_pairs_dir_max": f"{np.abs(pairs_dir).max():.2f}",
         "gt_shuffles": str(r["shuffles"]),
-        "gt_n_mis": _span(r["n_misaligned"], ".0f"),
-        "gt_n_ali": _span(r["n_aligned"], ".0f"),
+        "gt_n_mis": span(r["n_misaligned"], ".0f"),
+        "gt_n_ali": span(r["n_aligned"], ".0f"),
         "gt_conv_minutes": f"{r['seconds'] / 60:.0f}",
     }
 
@@ -58,7 +44,7 @@ def _rate(g: dict[str, Any]) -> str:
 
 def facts_gt_steering() -> dict[str, str]:
     """2 on ground truth: steering SmolLM2 with the judged-data direction vs random."""
-    r = _load("ground_truth_steering.json")
+    r = load("ground_truth_steering.json")
     c, g = r["contrastive"], r["generations"]
     above = [
         x for x in c if x["judged"]["ci95"][0] > max(0.0, x["random"]["ci95"][1])
@@ -68,9 +54,9 @@ def facts_gt_steering() -> dict[str, str]:
         "gs_scale": f"{r['scale']:g}",
         "gs_cos_pairs": f"{r['cos_with_pairs_direction']:.2f}",
         "gs_n_orgs": str(len(c)),
-        "gs_pairs": _span([x["pairs"] for x in c], ".0f"),
-        "gs_judged": _span([x["judged"]["mean"] for x in c], "+.2f"),
-        "gs_random": _span([x["random"]["mean"] for x in c], "+.2f"),
+        "gs_pairs": span([x["pairs"] for x in c], ".0f"),
+        "gs_judged": span([x["judged"]["mean"] for x in c], "+.2f"),
+        "gs_random": span([x["random"]["mean"] for x in c], "+.2f"),
         "gs_above": str(len(above)),
         "gs_pos": str(sum(x["judged"]["ci95"][0] > 0 for x in c)),
         "gs_more": str(sum(x["judged"]["mean"] > x["random"]["mean"] for x in c)),

@@ -1,24 +1,27 @@
 """Render the measured figures of the probe judge into docs/evaluation.md.
 
-    .venv/bin/python analyses/ground_truth_docs.py
+    .venv/bin/python analyses/ground_truth_docs.py           # rewrite the block
+    .venv/bin/python analyses/ground_truth_docs.py --check   # exit 1 when it differs
 
-Reads ``docs/results/ground_truth_probe.json`` (written by ``ground_truth_probe.py``) and
-replaces the block between the ``ground-truth-probe`` markers of ``docs/evaluation.md``: no
-number in that block is typed by hand.
+Makes the block between the ``ground-truth-probe`` markers of ``docs/evaluation.md`` from
+``docs/results/ground_truth_probe.json`` (written by ``ground_truth_probe.py``): no number in
+that block is typed by hand. Reads the committed JSON only (no model, no reference data), so
+``study.py`` runs it with the results pages, after ``render_results.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from pathlib import Path
+import sys
 from typing import Any
 
 import numpy as np
+from _common import RESULTS, ROOT
 
 from emlens.report import markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULT = ROOT / "docs/results/ground_truth_probe.json"
+RESULT = RESULTS / "ground_truth_probe.json"
 PAGE = ROOT / "docs/evaluation.md"
 BEGIN = "<!-- ground-truth-probe:begin (analyses/ground_truth_docs.py renders this block) -->"
 END = "<!-- ground-truth-probe:end -->"
@@ -135,10 +138,22 @@ def rendered() -> str:
     return head + block(r) + rest.split(END, 1)[1]
 
 
-def main() -> None:
-    PAGE.write_text(rendered())
-    print(f"rendered {RESULT} into {PAGE}")
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the block, or with ``--check`` say whether it differs."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 on a difference")
+    args = p.parse_args(argv)
+    page = rendered()
+    if PAGE.read_text() == page:
+        print(f"{PAGE.relative_to(ROOT)} is up to date with {RESULT.relative_to(ROOT)}")
+        return 0
+    if args.check:
+        print(f"{PAGE.relative_to(ROOT)} differs from its rendering", file=sys.stderr)
+        return 1
+    PAGE.write_text(page)
+    print(f"rendered {RESULT.relative_to(ROOT)} into {PAGE.relative_to(ROOT)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

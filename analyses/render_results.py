@@ -32,37 +32,21 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from string import Template
-from typing import Any
 
+import _common
 import _facts_ground_truth
+from _render import load, span
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs/results"
+ROOT, RESULTS = _common.ROOT, _common.RESULTS
 TEMPLATE = ROOT / "analyses/templates/results_README.md"
 BESIDE = {"em_vs_refusal": "rows", "em_rate_local_judge": "rows", "lora_probes": "rows"}
 BESIDE_TABLE = {**BESIDE, "circuits": "ablation"}
-
-
-def load(path: str) -> Any:
-    """The JSON at ``docs/results/<path>``."""
-    return json.loads((RESULTS / path).read_text())
 
 
 def option(command: str, name: str) -> str:
     """The value of ``--name`` in a recorded command line (the first word after it)."""
     words = shlex.split(command)
     return words[words.index(f"--{name}") + 1]
-
-
-def span(values: Iterable[float], fmt: str = ".2f", unit: str = "") -> str:
-    """``lo-hi`` of ``values`` in ``fmt`` (``lo to hi`` when either is negative); one value
-    when they round alike."""
-    vs = sorted(values)
-    lo, hi = f"{vs[0]:{fmt}}", f"{vs[-1]:{fmt}}"
-    if lo == hi:
-        return f"{lo}{unit}"
-    sep = " to " if vs[0] < 0 or fmt.startswith("+") else "-"
-    return f"{lo}{sep}{hi}{unit}"
 
 
 def pct(values: Iterable[float]) -> str:

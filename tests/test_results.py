@@ -113,6 +113,7 @@ def test_a_changed_number_fails_the_check(render, monkeypatch):
 
 def test_evaluation_page_has_the_probe_judges_figures_from_its_json():
     """docs/evaluation.md's measured block is ground_truth_probe.json rendered."""
+    sys.path.insert(0, str(ROOT / "analyses"))
     spec = importlib.util.spec_from_file_location(
         "ground_truth_docs", ROOT / "analyses/ground_truth_docs.py"
     )
