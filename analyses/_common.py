@@ -11,8 +11,9 @@ A script is three steps over this module (the refusal_direction pipeline's patte
 
 A stage's value is saved by type: a ``DirectionSet`` (its own safetensors file), a tensor or a
 dict of tensors (safetensors), anything else as JSON. Files are written to a temporary name and
-renamed, so a killed run leaves no half-written stage. ``<out>/stages/args.json`` records the
-arguments the stages were made with; a rerun with other arguments stops rather than mix them.
+renamed (emlens's ``write_atomic``), so a killed run leaves no half-written stage.
+``<out>/stages/args.json`` records the arguments the stages were made with; a rerun with other
+arguments stops rather than mix them.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import emlens as eml
+from emlens.core import _atomic
 from emlens.core.models import bridge, load_hf, merge_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/results"
-# Options that change where or how fast a script runs, not what its stages compute.
-NOT_RESULTS = frozenset({"out", "threads", "train_only"})
+# Options that change where or how fast a script runs, not what its stages compute (the
+# ground-truth scripts' --reference and --cache: where their inputs are read from).
+NOT_RESULTS = frozenset({"out", "threads", "train_only", "reference", "cache"})
+INPUTS = frozenset({"threads", "reference", "cache"})  # left out of `Analysis.short_command`
 MODEL_TITLES = {"smollm2": "SmolLM2-135M-Instruct"}
 T = TypeVar("T")
 
@@ -69,7 +73,8 @@ def start(
     torch.set_num_threads(args.threads)
     if hasattr(signal, "SIGUSR1"):  # make study hands over an idle lane's thread (study.py)
         signal.signal(signal.SIGUSR1, one_more_thread)
-    return Analysis(f"analyses/{name}.py", args)
+    defaults = {k: p.get_default(k) for k in vars(args)}
+    return Analysis(f"analyses/{name}.py", args, defaults)
 
 
 def one_more_thread(*_: object) -> None:
@@ -104,12 +109,10 @@ def command_line(script: str, args: argparse.Namespace, root: str | Path = ROOT)
 
 
 def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``."""
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``
+    (emlens's own atomic write), making ``path``'s folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
-    return path
+    return _atomic.write_atomic(path, write)
 
 
 def save_value(value: Any, stem: Path) -> Path:
@@ -146,8 +149,11 @@ def load_value(path: Path) -> Any:
 class Analysis:
     """One run of a script: its arguments, its out folder, its stages and its models."""
 
-    def __init__(self, script: str, args: argparse.Namespace):
+    def __init__(
+        self, script: str, args: argparse.Namespace, defaults: dict[str, Any] | None = None
+    ):
         self.script, self.args = script, args
+        self.defaults = defaults or {}  # each option's default (`short_command`)
         self.out = Path(args.out)
         self.stages = self.out / "stages"
         self._loaded: dict[str, Any] = {}
@@ -174,6 +180,18 @@ class Analysis:
     @property
     def command(self) -> str:
         return command_line(self.script, self.args)
+
+    @property
+    def short_command(self) -> str:
+        """`command` with only the options set to other than their defaults, less
+        ``--threads`` and the folders inputs are read from (`INPUTS`): the ground-truth
+        results record this (``python analyses/<name>.py`` when every option is default)."""
+        changed = {
+            k: v
+            for k, v in vars(self.args).items()
+            if k not in INPUTS and v != self.defaults.get(k)
+        }
+        return command_line(self.script, argparse.Namespace(**changed))
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
         """``compute()``'s value, saved as ``<out>/stages/<name>.*`` the first time and loaded
@@ -272,5 +290,5 @@ def figure(title: str, x: str, y: str) -> go.Figure:
     return fig
 
 
-def write_json(path: Path, value: Any, indent: int = 1) -> Path:
+def write_json(path: Path, value: Any, indent: int | None = 1) -> Path:
     return write_atomic(path, lambda p: p.write_text(json.dumps(value, indent=indent)))

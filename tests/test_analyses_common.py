@@ -81,3 +81,19 @@ def test_a_rerun_with_other_arguments_stops_instead_of_mixing_stages(tmp_path):
     run_in(tmp_path, "--n", "4", "--threads", "1")  # threads do not change results
     with pytest.raises(SystemExit, match="other values of \\['n'\\]"):
         run_in(tmp_path, "--n", "5")
+
+
+def test_the_short_command_names_only_the_options_that_differ_from_their_defaults():
+    def inputs(p: argparse.ArgumentParser) -> None:
+        options(p)
+        p.add_argument("--reference")
+
+    def short(*argv: str) -> str:
+        return start("analyses/example.py", "Doc.\n", inputs, list(argv)).short_command
+
+    assert (
+        short() == short("--threads", "1", "--reference", "/data") == "python analyses/example.py"
+    )
+    assert short("--n", "4", "--dtype", "bfloat16") == (
+        "python analyses/example.py --dtype bfloat16 --n 4"
+    )
