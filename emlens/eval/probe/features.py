@@ -22,6 +22,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
+from emlens.core._atomic import write_atomic
 from emlens.core.activations import RESID_POST, collect_means
 from emlens.core.data import dataset_hash
 from emlens.core.forward import hooked_passes
@@ -100,7 +101,8 @@ def _cached(
     out: dict[str, Tensor] = compute()
     p.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in out.items()}
-    save_file(tensors, str(p), {"emlens_features": json.dumps(key)})
+    meta = {"emlens_features": json.dumps(key)}
+    write_atomic(p, lambda tmp: save_file(tensors, str(tmp), meta))
     return out
 
 

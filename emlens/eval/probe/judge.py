@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from emlens.core._atomic import write_atomic
 from emlens.core.activations import RESID_POST
 from emlens.core.models import model_name
 from emlens.eval.em_result import JudgedSample
@@ -241,7 +242,8 @@ class ProbeJudge:
         }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous() for k, v in tensors.items()}
-        save_file(tensors, str(path), {"emlens_probe": json.dumps(head)})
+        meta = {"emlens_probe": json.dumps(head)}
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ProbeJudge:
