@@ -121,7 +121,8 @@ def private_imports(path: Path, source: str, root: Path = ROOT) -> list[str]:
         elif any(map(is_private, module.split("."))) and not in_library:
             bad.append(f"{where} imports from the private module {module}")
     for module, line in imported_modules(tree):
-        if any(map(is_private, module.split("."))) and not in_library:
+        parts = module.split(".")
+        if parts[0] == "emlens" and any(map(is_private, parts)) and not in_library:
             bad.append(f"{path.relative_to(root)}:{line} imports the private module {module}")
     return bad
 
@@ -191,6 +192,7 @@ def test_the_private_rule_catches_a_violation():
     assert not private_imports(LIBRARY / "cli" / "__init__.py", "from emlens.cli import _checks\n")
     assert private_imports(LIBRARY / "eval" / "x.py", "from emlens.cli import _checks\n")
     assert private_imports(bench, "import emlens.core._arch\n")
+    assert not private_imports(bench, "import _common\nfrom _common import _x\n")  # not ours
     assert not private_imports(effects, "from torch.nn import _reduction\n")
 
 
