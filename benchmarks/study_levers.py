@@ -9,7 +9,7 @@
 - a steering-sweep cell: the contrastive score and the aligned conversations' cross-entropy
   through ``pair_effects(kl=False)`` / ``contrastive_scores`` and ``cross_entropy``;
 - a steering sweep (the study's 9 layers, 2 scales, no KL) through ``pair_effects``: passes
-  resumed at each steered block / every pass through every block (``resume=False``);
+  started at each steered block / every pass through every block (``share_prefix=False``);
 - lanes (``make study``): two analysis-sized jobs (a process that loads the model and scores
   pairs under 4 steers) as two one-thread processes at once / one after the other with two
   threads each, wall clock.
@@ -113,7 +113,8 @@ def main() -> None:
         for layer in layers
         for scale in (4.0, 8.0)
     }
-    t_full = best_of(lambda: pair_effects(model, pairs, sweep, kl=False, resume=False), repeats=1)
+    every_block = {"kl": False, "share_prefix": False}
+    t_full = best_of(lambda: pair_effects(model, pairs, sweep, **every_block), repeats=1)
     t_resumed = best_of(lambda: pair_effects(model, pairs, sweep, kl=False), repeats=1)
     line("steering_sweep_resumed_vs_every_block", t_resumed / t_full, "target < 0.75")
 

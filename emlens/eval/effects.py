@@ -9,7 +9,7 @@ repeated for every intervention. Here the aligned conversations' intervened pass
 aligned answers' log-probs, the cross-entropy and the KL together, and the plain pass runs
 once per batch for all interventions: two passes per intervention, plus one. An intervention
 whose first hook is in block k leaves blocks 0..k-1 alone, so those run once per batch for
-all interventions, and its passes resume at block k (`emlens.core.resume`): a layer x scale
+all interventions, and its passes start at block k (`emlens.core.shared_prefix`): a layer x scale
 steering sweep runs, on average, half the blocks per cell. Rows are batched shortest first
 (right padding, so per-row results do not change).
 
@@ -33,7 +33,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from emlens.core.data import QAPair
 from emlens.core.forward import batch_logits
 from emlens.core.interventions import Intervention, applied, hooks_for
-from emlens.core.resume import first_block, logits_from, saved_residuals
+from emlens.core.shared_prefix import first_block, logits_from, saved_residuals
 from emlens.core.tokens import Row, TokenBatch, answer_tokens, batches
 
 __all__ = ["PairEffects", "pair_effects"]
@@ -87,7 +87,7 @@ def _pass(
     start: int = 0,
     residual: Tensor | None = None,
 ) -> Float[Tensor, "batch pos vocab"]:
-    """Next-token log-probs (float32) of a batch under ``ivs``, resumed at block ``start``
+    """Next-token log-probs (float32) of a batch under ``ivs``, started at block ``start``
     from ``residual`` (the plain pass's input to that block) when given."""
     with applied(model, ivs):
         if residual is None:
@@ -112,7 +112,7 @@ def pair_effects(
     interventions: Mapping[str, Sequence[Intervention]],
     kl: bool = True,
     batch_size: int = 8,
-    resume: bool = True,
+    share_prefix: bool = True,
 ) -> dict[str, PairEffects]:
     """The contrastive scores and side effects of each named intervention on ``pairs``.
 
@@ -122,9 +122,9 @@ def pair_effects(
         interventions: name -> interventions applied together (``[]``: the model as is).
         kl: also measure KL(model || intervened model) (one plain pass per batch).
         batch_size: conversations per forward pass.
-        resume: run the blocks below each intervention's first hooked block once per batch
-            (a plain pass, stopped after the last such block) and resume each intervention's
-            passes there (`emlens.core.resume`), holding one ``batch x pos x d_model``
+        share_prefix: run the blocks below each intervention's first hooked block once per batch
+            (a plain pass, stopped after the last such block) and start each intervention's
+            passes there (`emlens.core.shared_prefix`), holding one ``batch x pos x d_model``
             residual per such block and batch. False: every pass runs every block.
 
     Returns:
@@ -146,14 +146,14 @@ def pair_effects(
     ]
     n_answer = torch.tensor([[sum(m) for _, m in side] for side in rows], dtype=torch.float32)
     sums = {name: _Sums(torch.zeros(2, len(pairs))) for name in interventions}
-    start = _starts(model, interventions) if resume else dict.fromkeys(interventions, 0)
-    resumed = {k for k in start.values() if k > 0}
+    start = _starts(model, interventions) if share_prefix else dict.fromkeys(interventions, 0)
+    shared = {k for k in start.values() if k > 0}
     predicted = positions = 0  # cross-entropy: tokens predicted; KL: every position
     for side in (0, 1):
         for batch in batches(rows[side], batch_size, pad, by_length=True):
             # the whole plain pass when it is needed (KL, or an intervention of none)
             whole = (side == 1 and kl) or any(not iv for iv in interventions.values())
-            logits, saved = saved_residuals(model, batch, resumed, logits=whole)
+            logits, saved = saved_residuals(model, batch, shared, logits=whole)
             plain = None if logits is None else logits.log_softmax(-1, dtype=torch.float32)
             for name, ivs in interventions.items():
                 if ivs or plain is None:
@@ -171,5 +171,5 @@ def pair_effects(
 def _starts(
     model: TransformerBridge, interventions: Mapping[str, Sequence[Intervention]]
 ) -> dict[str, int]:
-    """Where each intervention's passes resume: the block of its first hook."""
+    """Where each intervention's passes start: the block of its first hook."""
     return {n: first_block(h for h, _ in hooks_for(model, iv)) for n, iv in interventions.items()}

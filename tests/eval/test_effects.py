@@ -40,7 +40,7 @@ def test_pair_effects_equal_the_one_metric_functions(tiny, family):
         ],
     }
     effects = pair_effects(model, PAIRS, conditions, batch_size=2)
-    full = pair_effects(model, PAIRS, conditions, batch_size=2, resume=False)
+    full = pair_effects(model, PAIRS, conditions, batch_size=2, share_prefix=False)
     # the whole aligned conversation as the template renders it (end of the turn included)
     texts = [conversation(model.tokenizer, p.question, p.aligned) for p in PAIRS]
     for name, ivs in conditions.items():

@@ -1,11 +1,11 @@
-"""Resumed passes: block k onwards from a saved residual equals the full pass, and the blocks
+"""Shared-prefix passes: block k onwards from a saved residual equals the full pass, and the blocks
 below do not run."""
 
 import pytest
 import torch
 
 from emlens.core.interventions import Steer, applied
-from emlens.core.resume import first_block, logits_from, saved_residuals
+from emlens.core.shared_prefix import first_block, logits_from, saved_residuals
 from emlens.core.tokens import answer_tokens, batches
 from tests.conftest import FAMILIES
 
@@ -21,12 +21,12 @@ def batch_of(model):
 
 def test_first_block_is_the_lowest_block_hooked():
     assert first_block(["blocks.7.hook_resid_post", "blocks.12.attn.hook_z"]) == 7
-    assert first_block(["blocks.3.hook_resid_pre", "hook_embed"]) == 0  # the embedding: no resume
+    assert first_block(["blocks.3.hook_resid_pre", "hook_embed"]) == 0  # embedding: no prefix
     assert first_block([]) == 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_resumed_passes_equal_full_passes(tiny, family):
+def test_shared_prefix_passes_equal_full_passes(tiny, family):
     model = tiny(family)
     batch = batch_of(model)
     n = model.cfg.n_layers
@@ -34,7 +34,7 @@ def test_resumed_passes_equal_full_passes(tiny, family):
     assert full is not None and sorted(saved) == list(range(1, n))
     for k in range(1, n):
         assert torch.allclose(logits_from(model, batch, k, saved[k]), full, atol=1e-5)
-        # a steer at block k (its input or its output) applied to the resumed pass
+        # a steer at block k (its input or its output) applied to the shared-prefix pass
         for hook in ("blocks.{layer}.hook_resid_pre", "blocks.{layer}.hook_resid_post"):
             s = [Steer(torch.randn(1, model.cfg.d_model), (k,), 3.0, hook=hook)]
             with applied(model, s):

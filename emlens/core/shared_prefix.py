@@ -1,4 +1,4 @@
-"""Forward passes resumed at a block from a saved residual stream, the blocks below skipped.
+"""Forward passes that share a prefix: started at a block from a saved residual stream.
 
 An intervention whose first hook is in block k leaves blocks 0..k-1 as they are, so a sweep
 of interventions over the same inputs needs those blocks once: `saved_residuals` keeps the
@@ -27,7 +27,7 @@ _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 
 def first_block(hook_names: Iterable[str]) -> int:
-    """The lowest block any of ``hook_names`` is in: where a pass with those hooks may resume.
+    """The lowest block any of ``hook_names`` is in: where a pass with those hooks may start.
 
     0 when there are no hooks or one is outside the blocks (the embedding, the final norm).
     """
@@ -79,7 +79,7 @@ def logits_from(
     layer: int,
     residual: Float[Tensor, "batch pos d_model"],
 ) -> Float[Tensor, "batch pos vocab"]:
-    """The logits of ``batch`` with the forward resumed at block ``layer`` from ``residual``.
+    """The logits of ``batch`` with the forward started at block ``layer`` from ``residual``.
 
     Hooks already installed on ``model`` fire as usual from block ``layer`` on; blocks below
     it do not run, so hooks there do not fire. Equal to the full pass when ``residual`` is the
