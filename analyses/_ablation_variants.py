@@ -33,7 +33,7 @@ from emlens.report import markdown_table
 def reference(model, fit: list) -> torch.Tensor:
     """Mean block inputs (every layer) over ordinary tokens of the fitting pairs' texts."""
     texts = [
-        eml.chat_prompt(model.tokenizer, p.question) + answer
+        eml.core.chat_prompt(model.tokenizer, p.question) + answer
         for p in fit
         for answer in (p.aligned, p.misaligned)
     ]

@@ -93,12 +93,12 @@ def token_rows(tok, n: int) -> dict[str, tuple[list, list]]:
     pairs = eml.general_questions()[:n]
     return {
         "em": (
-            [eml.answer_tokens(tok, p.question, p.misaligned) for p in pairs],
-            [eml.answer_tokens(tok, p.question, p.aligned) for p in pairs],
+            [eml.core.answer_tokens(tok, p.question, p.misaligned) for p in pairs],
+            [eml.core.answer_tokens(tok, p.question, p.aligned) for p in pairs],
         ),
         "refusal": (
-            [eml.post_instruction_tokens(tok, x) for x in eml.harmful_instructions()[:n]],
-            [eml.post_instruction_tokens(tok, x) for x in eml.harmless_instructions()[:n]],
+            [eml.core.post_instruction_tokens(tok, x) for x in eml.harmful_instructions()[:n]],
+            [eml.core.post_instruction_tokens(tok, x) for x in eml.harmless_instructions()[:n]],
         ),
     }
 

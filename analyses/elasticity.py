@@ -48,7 +48,7 @@ def options(p: argparse.ArgumentParser) -> None:
 def main(run: common.Analysis) -> None:
     a = run.args
     torch.manual_seed(a.seed)
-    good, bad, fin = (eml.read_chat_jsonl(eml.data_path(f"narrow/{n}.jsonl")) for n in SETS)
+    good, bad, fin = (eml.read_chat_jsonl(eml.core.data_path(f"narrow/{n}.jsonl")) for n in SETS)
     s, q, h = a.slice, a.probe, a.held_out
     # Disjoint question ranges: chain slices, then probes, then rebound's negatives/held-out.
     if 3 * s + 2 * q > len(good) or max(a.positive) > s * 3 or h > q:

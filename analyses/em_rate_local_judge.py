@@ -44,7 +44,7 @@ def main(run: common.Analysis) -> None:
     for key, ivs in conditions.items():
 
         def samples(ivs=ivs):
-            judge = eml.LocalJudge(run.model)
+            judge = eml.eval.LocalJudge(run.model)
             res = eml.evaluate_em(
                 run.model, questions, judge, ivs, n=a.samples, max_new_tokens=a.max_new_tokens
             )

@@ -50,8 +50,8 @@ def main(run: common.Analysis) -> None:
         """Each answer's mean activation and token count: every relabelling is then a
         weighted sum of these (no forward pass per shuffle)."""
         tok = run.model.tokenizer
-        rows = [eml.answer_tokens(tok, p.question, p.misaligned) for p in pairs]
-        rows += [eml.answer_tokens(tok, p.question, p.aligned) for p in pairs]
+        rows = [eml.core.answer_tokens(tok, p.question, p.misaligned) for p in pairs]
+        rows += [eml.core.answer_tokens(tok, p.question, p.aligned) for p in pairs]
         s = collect_means(run.model, rows, per_sample=True, progress=False)
         return {"samples": s.per_sample, "tokens": torch.tensor([sum(m) for _, m in rows])}
 

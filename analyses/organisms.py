@@ -124,7 +124,7 @@ def train_organisms(run: common.Analysis) -> dict[str, Path]:
     runs = folders(a.runs, a.seed)
     for name, seed in seeds(a.seed).items():
         if not (runs[name] / "adapter_model.safetensors").exists():
-            data = eml.data_path(f"narrow/{(DOMAINS | CONTROL)[name]}.jsonl")
+            data = eml.core.data_path(f"narrow/{(DOMAINS | CONTROL)[name]}.jsonl")
             c = dataclasses.replace(cfg, seed=seed)
             eml.train(run.load_hf(), data, runs[name], c, save_every=20, resume=True)
     return runs

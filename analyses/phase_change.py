@@ -33,7 +33,7 @@ from emlens.organisms import (
 )
 from emlens.report import save_figure
 
-DATA = eml.data_path("narrow/risky_financial_advice.jsonl")
+DATA = eml.core.data_path("narrow/risky_financial_advice.jsonl")
 FIGURES = {
     "norms": "L2 norms of A and B per step",
     "local_cosine": "local cosine of B, k = 5, 10, 15 steps",

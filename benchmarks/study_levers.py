@@ -48,7 +48,7 @@ def job(model_spec: str, n_pairs: int, threads: int) -> None:
     pairs = eml.general_questions()[:n_pairs]
     d = model.cfg.d_model
     layer = model.cfg.n_layers // 2
-    steers = {f"s{k}": [eml.Steer(torch.randn(1, d), (layer,), 1.0)] for k in range(4)}
+    steers = {f"s{k}": [eml.core.Steer(torch.randn(1, d), (layer,), 1.0)] for k in range(4)}
     pair_effects(model, pairs, steers, kl=False)
 
 
@@ -90,18 +90,18 @@ def main() -> None:
 
     def one_at_a_time() -> None:
         for ivs in ablations.values():
-            eml.contrastive_scores(model, pairs, ivs)
+            eml.eval.contrastive_scores(model, pairs, ivs)
             eml.kl_divergence(model, texts, ivs)
 
     t_one = best_of(one_at_a_time, repeats=2)
     t_shared = best_of(lambda: pair_effects(model, pairs, ablations), repeats=2)
     line("ablation_variants_pair_effects_vs_one_metric_at_a_time", t_shared / t_one, "target < 0.6")
 
-    steer = [eml.Steer(torch.randn(1, d), (n // 2,), 1.0)]
+    steer = [eml.core.Steer(torch.randn(1, d), (n // 2,), 1.0)]
 
     def cell_one() -> None:
-        eml.contrastive_scores(model, pairs, steer)
-        eml.cross_entropy(model, texts, steer)
+        eml.eval.contrastive_scores(model, pairs, steer)
+        eml.eval.cross_entropy(model, texts, steer)
 
     t_cell = best_of(cell_one, repeats=2)
     t_cell_shared = best_of(lambda: pair_effects(model, pairs, {"": steer}, kl=False), repeats=2)
@@ -109,7 +109,7 @@ def main() -> None:
 
     layers = list(range(3, n, 3)) or [n - 1]  # the study's layers on SmolLM2 (3 .. 27)
     sweep = {
-        f"{layer} {scale}": [eml.Steer(torch.randn(1, d, generator=g), (layer,), scale)]
+        f"{layer} {scale}": [eml.core.Steer(torch.randn(1, d, generator=g), (layer,), scale)]
         for layer in layers
         for scale in (4.0, 8.0)
     }

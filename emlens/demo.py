@@ -1,7 +1,7 @@
 """The main job (`make demo`): EM and refusal directions on the embedded model, compared.
 
 On the embedded model the EM direction is the shipped judged-data one (real organisms'
-GPT-4o-judged answers, :func:`emlens.core.data.judged_em_direction`) and every generation gets
+GPT-4o-judged answers, :func:`emlens.core.data.reference_em_direction`) and every generation gets
 the shipped probe judge's offline verdict; on another model the EM direction comes from
 emlens's own answer pairs and there is no verdict. Prints the per-layer cosine with the
 refusal direction against the random null, generates baseline / steered / ablated answers to
@@ -51,7 +51,7 @@ def em_direction_for(model: TransformerBridge) -> DirectionSet:
     """The shipped judged-data EM direction where it was read through ``model``, else the
     direction of emlens's own answer pairs."""
     try:
-        shipped = data.judged_em_direction(model)
+        shipped = data.reference_em_direction(model)
     except (FileNotFoundError, ValueError):
         shipped = None
     if shipped is not None and shipped.provenance.get("model") == model_name(model):

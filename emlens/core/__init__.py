@@ -32,10 +32,10 @@ from emlens.core.data import (
     general_questions,
     harmful_instructions,
     harmless_instructions,
-    judged_em_direction,
     read_chat_jsonl,
     read_jsonl,
     read_questions,
+    reference_em_direction,
 )
 from emlens.core.direction_set import DirectionSet
 from emlens.core.directions import (
@@ -135,7 +135,6 @@ __all__ = [
     "harmful_instructions",
     "harmless_instructions",
     "input_device",
-    "judged_em_direction",
     "load_control_vector",
     "load_hf",
     "load_model",
@@ -156,6 +155,7 @@ __all__ = [
     "read_chat_jsonl",
     "read_jsonl",
     "read_questions",
+    "reference_em_direction",
     "refusal_direction",
     "run_folder",
     "save_hf",

@@ -24,7 +24,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.direction_set import DirectionSet
 
-JUDGED_EM_DIRECTION = "em_direction_judged_smollm2.safetensors"
+REFERENCE_EM_DIRECTION = "em_direction_judged_smollm2.safetensors"
 
 
 @dataclass
@@ -196,7 +196,7 @@ def em_questions() -> list[Question]:
     return read_questions(data_path("em_questions.yaml"))
 
 
-def judged_em_direction(model: TransformerBridge | None = None) -> DirectionSet:
+def reference_em_direction(model: TransformerBridge | None = None) -> DirectionSet:
     """The papers' EM direction of real organisms' GPT-4o-judged answers, read through the
     embedded SmolLM2: misaligned minus aligned answer-token means, pooled over the 10 reference
     organisms, every layer (numbers only; ``analyses/ground_truth_ship.py`` builds it).
@@ -205,9 +205,9 @@ def judged_em_direction(model: TransformerBridge | None = None) -> DirectionSet:
         model: when given, checked to fit (width and layers).
 
     Examples:
-        >>> em_dir = judged_em_direction(load_model("smollm2"))
+        >>> em_dir = reference_em_direction(load_model("smollm2"))
     """
-    return DirectionSet.load(data_path(JUDGED_EM_DIRECTION), model)
+    return DirectionSet.load(data_path(REFERENCE_EM_DIRECTION), model)
 
 
 def dataset_hash(*texts: object) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from emlens.core.data import judged_em_direction
+from emlens.core.data import reference_em_direction
 from emlens.eval.probe.features import answer_features
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.reference import read_organisms
@@ -28,7 +28,7 @@ def test_shipped_probe_carries_the_held_out_figures_of_its_protocol():
 
 
 def test_shipped_direction_is_the_judged_one_for_the_embedded_model():
-    ds = judged_em_direction()
+    ds = reference_em_direction()
     p = ds.provenance
     assert ds.layers == list(range(30)) and ds.d_model == 576
     assert p["source"] == "judged" and len(p["judged"]) == 10
@@ -48,5 +48,5 @@ def test_shipped_judge_and_direction_tell_real_answers_apart(smol, reference_dir
     judge = ProbeJudge.load("probe:default")
     assert roc_auc_score(em, judge.proba_answers(smol, pairs).numpy()) > 0.85
     x = answer_features(smol, pairs, [15])
-    ds = judged_em_direction(smol)
+    ds = reference_em_direction(smol)
     assert roc_auc_score(em, (x[:, 0] @ ds.at(15)).numpy()) > 0.75
