@@ -22,7 +22,7 @@ from emlens.core.data import em_questions
 from emlens.core.generation import generate
 from emlens.core.models import load_model
 from emlens.eval.em_rate import evaluate_em
-from emlens.eval.judges.spec import make_judge
+from emlens.eval.judge_spec import make_judge
 from emlens.eval.probe.judge import ProbeJudge
 
 TOKENS = 128  # evaluate_em's default answer length

@@ -1,6 +1,6 @@
 """``emlens evaluate``: the EM rate (with its coherence rate where the judge scores it), resumable.
 
-The judge is any spec `emlens.eval.judges.spec.make_judge` reads; on the embedded model it
+The judge is any spec `emlens.eval.judge_spec.make_judge` reads; on the embedded model it
 defaults to ``probe:default`` (offline), on any other model one must be named. Before any
 model loads: ``--out``'s folder is writable, the questions are read, the judge spec is valid
 (a probe file exists) and an HTTP judge answers one test request. With ``--out``, progress
@@ -51,7 +51,7 @@ def _remote_options(a: argparse.Namespace) -> dict[str, Any]:
 
 def _judge_spec(a: argparse.Namespace) -> str:
     """The judge ``--judge`` names, or the model's default (checked: one of `SPECS`)."""
-    from emlens.eval.judges.spec import SPECS, default_judge, parse
+    from emlens.eval.judge_spec import SPECS, default_judge, parse
 
     spec = a.judge or default_judge(a.model)
     if spec is None:
@@ -65,7 +65,7 @@ def _judge_spec(a: argparse.Namespace) -> str:
 
 def _judge_before_the_model(a: argparse.Namespace, spec: str) -> Any:
     """A remote judge, checked with one request (None: the judge is built with the model)."""
-    from emlens.eval.judges.spec import make_judge, parse
+    from emlens.eval.judge_spec import make_judge, parse
 
     opts = _remote_options(a)
     if parse(spec).needs_model:
@@ -83,7 +83,7 @@ def _judge_before_the_model(a: argparse.Namespace, spec: str) -> Any:
 
 def _judge_with_the_model(a: argparse.Namespace, spec: str, model: Any) -> Any:
     """A local or probe judge; a probe reads with the base model, so not with an adapter's."""
-    from emlens.eval.judges.spec import make_judge, parse
+    from emlens.eval.judge_spec import make_judge, parse
 
     reads_base = parse(spec).kind == "probe" and a.adapter
     return make_judge(spec, a.judge_model, None if reads_base else model, device=a.device)

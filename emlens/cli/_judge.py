@@ -58,7 +58,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
 
 
 def cmd_rate(a: argparse.Namespace) -> None:
-    from emlens.eval.judges.spec import make_judge, parse
+    from emlens.eval.judge_spec import make_judge, parse
     from emlens.eval.probe.judge import ProbeJudge
     from emlens.eval.probe.labelled import rate_of_answers
 

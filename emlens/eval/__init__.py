@@ -15,6 +15,7 @@
 from emlens.eval.effects import PairEffects, pair_effects
 from emlens.eval.em_rate import evaluate_em
 from emlens.eval.em_result import EMResult, JudgedSample
+from emlens.eval.judge_spec import make_judge
 from emlens.eval.judges.base import Judge
 from emlens.eval.judges.http import HTTPJudge
 from emlens.eval.judges.local import LocalJudge
@@ -22,7 +23,6 @@ from emlens.eval.judges.logprob import JudgeScore, LogprobJudge, aggregate, judg
 from emlens.eval.judges.openai_sdk import OpenAIJudge  # the openai package is imported when used
 from emlens.eval.judges.remote import DigitSplitError, JudgeCache
 from emlens.eval.judges.reply import JudgeRequestError
-from emlens.eval.judges.spec import make_judge
 from emlens.eval.judges.top_logprobs import TopLogprobs, as_number
 from emlens.eval.judges.usage import JudgeUsage
 from emlens.eval.method_comparison import (

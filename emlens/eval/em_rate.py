@@ -126,7 +126,7 @@ def evaluate_em(
     Args:
         model: the model evaluated, under ``interventions``.
         questions: the papers' questions (e.g. `emlens.em_questions`).
-        judge: any `emlens.eval.judges.base.Judge` (`emlens.eval.judges.spec.make_judge`:
+        judge: any `emlens.eval.judges.base.Judge` (`emlens.eval.judge_spec.make_judge`:
             ``probe:default`` offline, GPT-4o, a URL, a local model).
         interventions: applied while sampling, not while judging.
         n: samples per paraphrase.

@@ -2,10 +2,10 @@ import math
 
 import pytest
 
+from emlens.eval.judge_spec import make_judge
 from emlens.eval.judges.http import HTTPJudge
 from emlens.eval.judges.local import LocalJudge
 from emlens.eval.judges.logprob import aggregate, judge_prompts
-from emlens.eval.judges.spec import make_judge
 from emlens.eval.judges.top_logprobs import as_number
 
 L = math.log

@@ -9,11 +9,11 @@ import json
 
 import pytest
 
+from emlens.eval.judge_spec import make_judge
 from emlens.eval.judges.http import HTTPJudge
 from emlens.eval.judges.logprob import judge_prompts, score
 from emlens.eval.judges.remote import DigitSplitError
 from emlens.eval.judges.reply import JudgeRequestError
-from emlens.eval.judges.spec import make_judge
 from emlens.eval.judges.top_logprobs import splits_numbers
 from emlens.eval.serve.server import serve_in_thread
 from tests.eval.fake_chat import DIGITS, KEY, Fake, L, fake_server  # noqa: F401 (fixture "fake")

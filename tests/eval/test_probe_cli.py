@@ -121,7 +121,7 @@ def test_offline_em_rate_on_the_embedded_model(smol, tmp_path, capsys):
     load), through evaluate_em; `emlens evaluate` uses it by default on the embedded model."""
     from emlens.core.data import em_questions
     from emlens.eval.em_rate import evaluate_em
-    from emlens.eval.judges.spec import make_judge
+    from emlens.eval.judge_spec import make_judge
 
     judge = make_judge("probe:default", model=smol)
     assert isinstance(judge, ProbeJudge) and judge.reader is smol

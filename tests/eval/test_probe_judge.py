@@ -176,7 +176,7 @@ def test_evaluate_em_with_the_probe_judge_resumes_from_its_journal(planted, tmp_
     reading question 2 resumes without re-reading question 1, and gives the whole run's P(EM)."""
     from emlens.core import data
     from emlens.eval.em_rate import evaluate_em
-    from emlens.eval.judges.spec import make_judge
+    from emlens.eval.judge_spec import make_judge
 
     model, orgs = planted
     fit_on(orgs, "tiny-llama", **FIT).save(tmp_path / "p.safetensors")
