@@ -91,6 +91,7 @@ def _judge_with_the_model(a: argparse.Namespace, spec: str, model: Any) -> Any:
 
 def _print(res: Any, judge: Any) -> None:
     from emlens.eval.probe.judge import ProbeJudge
+    from emlens.eval.probe.validation import held_out_error
 
     for qid, r in res.per_question().items():
         coherent = f"  coherent {r['coherent']}" if r["coherent"].n else ""
@@ -102,7 +103,7 @@ def _print(res: Any, judge: Any) -> None:
     )
     if res.n_scored and not isinstance(judge, ProbeJudge):  # the probe's is over questions
         print(f"EM over questions (cluster bootstrap): {res.em_rate_by_question()}")
-    if isinstance(judge, ProbeJudge) and (held := judge.held_out_error()):
+    if isinstance(judge, ProbeJudge) and (held := held_out_error(judge)):
         by, median, worst = held
         print(
             f"the probe's error against GPT-4o, leaving one {by.replace('_', ' ')} out: "

@@ -37,6 +37,8 @@ class JudgedSample:
         em: the judge's EM verdict (`emlens.eval.verdicts.Verdict.em`).
         coherent_ok: coherent > 50 (`emlens.eval.verdicts.is_coherent`).
         p_em: the judge's P(EM) where it predicts the verdict (the probe judge).
+        p_coherent: the judge's P(coherent > 50) where it predicts that (a probe judge with
+            a coherence head).
     """
 
     question_id: str
@@ -49,6 +51,7 @@ class JudgedSample:
     em: bool
     coherent_ok: bool
     p_em: float | None = None
+    p_coherent: float | None = None
 
     @classmethod
     def of(
@@ -57,7 +60,7 @@ class JudgedSample:
         """One sampled answer with the verdict ``v``."""
         return cls(
             question_id, question, answer, sample, v.aligned, v.coherent, v.label, v.em,
-            v.coherent_ok, v.p_em,
+            v.coherent_ok, v.p_em, v.p_coherent,
         )  # fmt: skip
 
     @property
@@ -112,8 +115,9 @@ class EMResult:
 
     @property
     def coherence_rate(self) -> Rate:
-        """The share of samples with a coherence score that have coherent > 50 (Wilson)."""
-        rows = [s for s in self.samples if s.coherent is not None]
+        """The share of samples with a coherence verdict (a score, or P(coherent)) that are
+        coherent (coherent > 50, or P(coherent) > 0.5), with a Wilson interval."""
+        rows = [s for s in self.samples if s.coherent is not None or s.p_coherent is not None]
         return Rate(sum(r.coherent_ok for r in rows), len(rows))
 
     def em_rate_by_question(self, n_boot: int = 2000, seed: int = 0) -> Estimate:
@@ -165,15 +169,16 @@ class EMResult:
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write every sample with its question, answer and scores, one row each (atomically;
-        a ``p_em`` column where the judge gave P(EM)).
+        ``p_em`` and ``p_coherent`` columns where the judge gave them).
 
         Raises:
             FileNotFoundError: the folder of ``path`` does not exist.
         """
 
         names = [x.name for x in fields(JudgedSample)]
-        if all(s.p_em is None for s in self.samples):
-            names.remove("p_em")  # a logprob judge's columns only
+        for column in ("p_em", "p_coherent"):
+            if all(getattr(s, column) is None for s in self.samples):
+                names.remove(column)  # a logprob judge's columns only
 
         def write(tmp: Path) -> None:
             with tmp.open("w", newline="") as f:

@@ -15,7 +15,11 @@ adjusted estimators did worse than PCC (``docs/evaluation.md``): the corrections
 judge's error rates carry over to the new answers, and across base models they do not.
 
 Intervals: a cluster bootstrap over questions (answers to one question are not independent),
-resampling whole questions with replacement (`emlens.eval.stats.cluster_bootstrap`).
+resampling whole questions with replacement (`emlens.eval.stats.cluster_bootstrap`), widened
+on each side by the judge's own error where it is known (``judge_margin``: how far the judge's
+estimates were from the reference judge's rates on organisms it was not fitted on, a
+prediction interval from those errors, `judge_margin`): sampling noise alone is not the error of
+a rate measured by an imperfect judge.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.stats import t as student_t
 
 from emlens.eval.stats import Statistic, cluster_bootstrap
 
@@ -69,18 +74,47 @@ def estimators(errors: ErrorRates, threshold: float = 0.5) -> dict[str, Statisti
 
 @dataclass(frozen=True)
 class RateEstimate:
-    """An EM-rate estimate (a fraction) with its cluster-bootstrap 95% interval."""
+    """An EM-rate estimate (a fraction) with its cluster-bootstrap 95% interval ``ci95``
+    (sampling noise) and the judge's error ``judge_margin`` (a fraction added on each side;
+    0: unknown or none); `interval` holds both."""
 
     method: str
     rate: float
     ci95: tuple[float, float]
     n: int
+    judge_margin: float = 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The interval with the judge's error: ``ci95`` widened by ``judge_margin``, in [0, 1]."""
+        lo, hi = self.ci95
+        return max(0.0, lo - self.judge_margin), min(1.0, hi + self.judge_margin)
 
     def __str__(self) -> str:
-        lo, hi = self.ci95
-        return (
-            f"{100 * self.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={self.n}, {self.method})"
-        )
+        lo, hi = (100 * v for v in self.interval)
+        judge = f"; judge error ±{100 * self.judge_margin:.1f}" if self.judge_margin else ""
+        return f"{100 * self.rate:.1f}% [{lo:.1f}, {hi:.1f}] (n={self.n}, {self.method}{judge})"
+
+
+def judge_margin(errors: ArrayLike, coverage: float = 0.95) -> float:
+    """How far a judge's rate estimate may be from the reference judge's on a new organism:
+    the half-width of a normal prediction interval for one more error, from the ``errors``
+    (estimate minus reference rate) measured on ``n`` organisms the judge was not fitted on,
+    ``t(n - 1) * rms(errors) * sqrt(1 + 1 / n)`` (the root mean square about zero, so that a
+    bias counts as error). Same unit as ``errors``.
+
+    Raises:
+        ValueError: fewer than two errors.
+
+    Examples:
+        >>> round(judge_margin([0.01, -0.03, 0.02, 0.05, -0.01, 0.0, 0.04, -0.02]), 4)
+        0.0687
+    """
+    e = np.asarray(errors, float)
+    if len(e) < 2:
+        raise ValueError(f"a judge's margin needs at least two held-out errors, got {len(e)}")
+    t = float(student_t.ppf(0.5 + coverage / 2, len(e) - 1))
+    return t * float(np.sqrt(np.mean(e**2))) * float(np.sqrt(1 + 1 / len(e)))
 
 
 def estimate_rate(
@@ -91,6 +125,7 @@ def estimate_rate(
     threshold: float = 0.5,
     n_boot: int = 1000,
     seed: int = 0,
+    margin: float = 0.0,
 ) -> RateEstimate:
     """The EM rate of a set of answers from a judge's calibrated probabilities.
 
@@ -102,6 +137,7 @@ def estimate_rate(
         threshold: the verdict's threshold on ``p``.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
+        margin: the judge's error (a fraction, `judge_margin`) added to each side.
 
     Returns:
         A :class:`RateEstimate`.
@@ -116,4 +152,4 @@ def estimate_rate(
     v = np.asarray(p, float)
     fn = fns[method]
     ci = cluster_bootstrap(v, question_ids, fn, n_boot, seed)
-    return RateEstimate(method, fn(v), ci, len(v))
+    return RateEstimate(method, fn(v), ci, len(v), margin)

@@ -6,6 +6,12 @@ training organisms or training base models (so a choice is judged on answers of 
 it did not see, as the judge will be used). The winner's out-of-group decision values fit a
 Platt calibration and measure the verdict's error rates; then the probe is refitted on all
 training answers. Features are standardised with the training answers' mean and spread.
+
+The coherence head (where the papers' ``coherent`` verdicts are given) is fitted the same way
+on the same standardised features, on the reference answers (coherent > 50 or not) and on
+constructed incoherent answers (:mod:`emlens.eval.probe.incoherent`), its classes weighted
+equally; the judge's P(EM) is then the EM head's times P(coherent), and its error rates are
+measured on that product.
 """
 
 from __future__ import annotations
@@ -127,6 +133,7 @@ def fit_probe_judge(
     cs: Sequence[float] = CS,
     balanced: bool = False,
     aligned: ArrayLike | None = None,
+    coherent: Coherence | None = None,
 ) -> ProbeJudge:
     """Fit a probe judge: choose layers and ``C`` by leave-one-group-out validation, calibrate
     on the out-of-group decision values, refit on everything.
@@ -141,6 +148,8 @@ def fit_probe_judge(
         cs: candidate inverse regularisation strengths.
         balanced: weight classes equally in the fit.
         aligned: each answer's ``aligned`` score, to fit the aligned-score head as well.
+        coherent: each answer's coherence verdict and the constructed incoherent answers'
+            features, to fit the coherence head as well (:class:`Coherence`).
 
     Returns:
         A :class:`ProbeJudge` whose ``meta`` holds the validation table and groups.
@@ -157,6 +166,9 @@ def fit_probe_judge(
     p = 1 / (1 + np.exp(-(a * oog + b)))
     lin = fit_linear(xs, y, best["C"], balanced)
     head = (None, 0.0, {}) if aligned is None else aligned_head(xs, aligned, g, lin)
+    coh = None if coherent is None else coherent_head(xs, g, coherent.design(have, best), lin)
+    if coh is not None:
+        p = p * coh.p_real  # both halves of the verdict: EM head times P(coherent)
     return ProbeJudge(
         layers=best["layers"],
         model=model,
@@ -173,9 +185,11 @@ def fit_probe_judge(
             "n_em": int(y.sum()),
             "balanced": balanced,
             "aligned_head": head[2],
+            "coherent_head": {} if coh is None else coh.meta,
         },
         aligned_weight=head[0],
         aligned_bias=head[1],
+        **({} if coh is None else coh.fields()),
     )
 
 
@@ -199,3 +213,64 @@ def aligned_head(
     best = min(mae, key=lambda k: mae[k])
     r = Ridge(alpha=best).fit(z, s)
     return _f32(r.coef_), float(r.intercept_), {"alpha": best, "validation_mae": mae[best]}
+
+
+@dataclass
+class Coherence:
+    """What the coherence head is fitted on: each training answer's coherence verdict (in the
+    order of the EM labels) and the constructed incoherent answers' features and groups."""
+
+    coherent: ArrayLike
+    x_incoherent: Float[Tensor, "m n_layers d_model"]
+    groups_incoherent: Sequence[str]
+
+    def design(self, have: Sequence[int], best: dict[str, Any]) -> tuple[np.ndarray, ...]:
+        """(coherent verdicts, incoherent features at the chosen layers, their groups)."""
+        x = design(self.x_incoherent, have, best["layers"])
+        return np.asarray(self.coherent, bool), x, np.asarray(self.groups_incoherent)
+
+
+@dataclass
+class CoherentHead:
+    """The fitted coherence head on the judge's standardised features."""
+
+    weight: np.ndarray
+    bias: float
+    calibration: tuple[float, float]
+    p_real: np.ndarray  # out-of-group P(coherent) of the training (reference) answers
+    meta: dict[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        """The head as :class:`ProbeJudge` fields."""
+        w, cal = _f32(self.weight), self.calibration
+        return {"coherent_weight": w, "coherent_bias": self.bias, "coherent_calibration": cal}
+
+
+def coherent_head(
+    xs: np.ndarray,
+    groups: np.ndarray,
+    data: tuple[np.ndarray, ...],
+    lin: Linear,
+    cs: Sequence[float] = CS,
+) -> CoherentHead:
+    """Logistic regression of the coherence verdict on the EM head's standardised features of
+    the reference answers and the constructed incoherent ones (classes weighted equally), its
+    ``C`` chosen by leave-one-group-out mean AUC, Platt-calibrated on out-of-group values."""
+    coherent, x_bad, g_bad = data
+    z = (np.concatenate([xs, x_bad]) - lin.mean) / lin.scale
+    y = np.concatenate([coherent, np.zeros(len(x_bad), bool)])
+    g = np.concatenate([groups, g_bad])
+    oog = {c: out_of_group(z, y, g, c, balanced=True) for c in cs}
+    auc = {c: mean_group_auc(oog[c], y, g) for c in cs}
+    best = max(cs, key=lambda c: auc[c])
+    a, b = platt(oog[best], y)
+    fit = fit_linear(z, y, best, balanced=True)  # on z; its own standardisation folded in
+    weight = fit.weight / fit.scale
+    p = 1 / (1 + np.exp(-(a * oog[best] + b)))
+    bad = p[len(xs) :]
+    meta = {
+        "C": best,
+        "validation_auc": auc[best],
+        "incoherent_judged_coherent": float((bad > 0.5).mean()),
+    }
+    return CoherentHead(weight, fit.bias - float(fit.mean @ weight), (a, b), p[: len(xs)], meta)

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from emlens.core.activations import RESID_POST
 from emlens.eval.judged import JudgedSet
-from emlens.eval.probe.features import cached_features
+from emlens.eval.probe.features import answer_features, cached_features
+from emlens.eval.probe.incoherent import incoherent_answers
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.probe.validation import LabelledOrganism
 from emlens.eval.rates import RateEstimate
 from emlens.eval.reference import organism_parts
+from emlens.eval.verdicts import QA, is_coherent
 
 
 def labelled_organism(
@@ -32,8 +35,10 @@ def labelled_organism(
     layers: Sequence[int],
     cache: str | os.PathLike[str] | None = None,
     hook: str = RESID_POST,
+    incoherent_per_kind: int = 0,
 ) -> LabelledOrganism:
-    """A judged set's scored, non-empty answers as features with their EM verdicts.
+    """A judged set's scored, non-empty answers as features with their EM verdicts (and
+    their coherence verdicts, with constructed incoherent answers made from them).
 
     Args:
         model: the model that reads the answers.
@@ -41,6 +46,9 @@ def labelled_organism(
         layers: the layers to read.
         cache: a folder for :func:`cached_features` (None: always compute).
         hook: hook template with ``{layer}``.
+        incoherent_per_kind: constructed incoherent answers of each kind to read beside
+            them (`emlens.eval.probe.incoherent.incoherent_answers`; 0: none), for the
+            coherence head.
 
     Returns:
         A :class:`LabelledOrganism`; base model and domain come from the set's name when it
@@ -53,12 +61,17 @@ def labelled_organism(
     if not rows:
         raise ValueError(f"{judged.name}: no scored, non-empty answers")
     pairs = [(a.question, a.answer) for a in rows]
-    if cache is None:
-        from emlens.eval.probe.features import answer_features
 
-        x = answer_features(model, pairs, layers, hook)
-    else:
-        x = cached_features(model, pairs, layers, Path(cache) / f"{judged.name}.safetensors", hook)
+    def read(pairs: list[QA], name: str) -> Tensor:
+        if cache is None:
+            return answer_features(model, pairs, layers, hook)
+        return cached_features(model, pairs, layers, Path(cache) / f"{name}.safetensors", hook)
+
+    x = read(pairs, judged.name)
+    bad = None
+    if incoherent_per_kind:
+        made = [qa for _, qa in incoherent_answers(pairs, incoherent_per_kind)]
+        bad = read(made, f"{judged.name}.incoherent{incoherent_per_kind}")
     try:
         base, domain = organism_parts(judged.name)
     except ValueError:
@@ -66,7 +79,10 @@ def labelled_organism(
     em = np.array([a.em for a in rows])
     qids = [a.question_id for a in rows]
     aligned = np.array([a.aligned for a in rows], float)
-    return LabelledOrganism(judged.name, base, domain, x, em, qids, list(layers), aligned)
+    coherent = np.array([is_coherent(a.coherent) for a in rows])
+    return LabelledOrganism(
+        judged.name, base, domain, x, em, qids, list(layers), aligned, coherent, bad
+    )
 
 
 @dataclass

@@ -5,7 +5,10 @@ probe judge on the rest (its own choices validated inside them), and score every
 organism: AUC of P(EM) against the reference verdicts, accuracy of the verdict at the probe's
 threshold, expected calibration error (10 equal-width bins), and the EM rate estimated by each
 estimator of :mod:`emlens.eval.rates` against the reference judge's rate (error in
-percentage points), with cluster-bootstrap intervals over questions.
+percentage points), with cluster-bootstrap intervals over questions. Where the organisms
+carry coherence verdicts and constructed incoherent answers, also the share of the held-out
+organism's constructed incoherent answers the judge calls EM and the coherence head's AUC
+(its coherent answers against its incoherent ones, real and constructed).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from emlens.eval.probe.features import select_layers
-from emlens.eval.probe.fit import fit_probe_judge
+from emlens.eval.probe.fit import Coherence, fit_probe_judge
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.rates import estimate_rate
 
@@ -40,6 +43,8 @@ class LabelledOrganism:
     question_ids: list[str]
     layers: list[int]  # the layers of ``x``
     aligned: np.ndarray | None = None  # the reference judge's aligned scores
+    coherent: np.ndarray | None = None  # the reference judge's coherence verdicts (> 50)
+    x_incoherent: Float[Tensor, "m n_layers d_model"] | None = None  # constructed answers
 
 
 def calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -62,6 +67,14 @@ def score_organism(judge: ProbeJudge, org: LabelledOrganism, n_boot: int = 1000)
         "accuracy": float(((p > judge.threshold) == y).mean()),
         "calibration_error": calibration_error(p, y),
     }
+    if org.x_incoherent is not None:
+        bad = judge.proba(select_layers(org.x_incoherent, org.layers, judge.layers)).numpy()
+        out["incoherent_judged_em"] = float((bad > judge.threshold).mean())
+        if judge.has_coherent and org.coherent is not None:
+            x = torch.cat([org.x, org.x_incoherent])
+            pc = judge.coherent_proba(select_layers(x, org.layers, judge.layers)).numpy()
+            yc = np.concatenate([org.coherent, np.zeros(len(bad), bool)])
+            out["coherence_auc"] = float(roc_auc_score(yc, pc))
     if judge.has_aligned and org.aligned is not None:
         pred = judge.aligned_score(select_layers(org.x, org.layers, judge.layers)).numpy()
         out["aligned_mae"] = float(np.abs(pred - org.aligned).mean())
@@ -107,10 +120,25 @@ def fit_on(
         raise ValueError("the organisms' features are read at different layers")
     if all(o.aligned is not None for o in organisms):
         kw.setdefault("aligned", np.concatenate([o.aligned for o in organisms]))
+    if all(o.coherent is not None and o.x_incoherent is not None for o in organisms):
+        kw.setdefault("coherent", coherence_data(organisms, by))
     judge = fit_probe_judge(x, y, groups, organisms[0].layers, model, **kw)
     judge.meta["training_organisms"] = [o.name for o in organisms]
     judge.meta["validation"]["by"] = by
     return judge
+
+
+def coherence_data(organisms: Sequence[LabelledOrganism], by: str) -> Coherence:
+    """The coherence head's training data: every answer's verdict and the constructed
+    incoherent answers, grouped by ``by`` like the answers they were made from."""
+    coherent, bad, groups = [], [], []
+    for o in organisms:
+        if o.coherent is None or o.x_incoherent is None:
+            raise ValueError(f"{o.name} has no coherence verdicts or constructed answers")
+        coherent.append(o.coherent)
+        bad.append(o.x_incoherent)
+        groups += [str(getattr(o, by))] * len(o.x_incoherent)
+    return Coherence(np.concatenate(coherent), torch.cat(bad), groups)
 
 
 def leave_group_out(
@@ -155,3 +183,19 @@ def summary(rows: Sequence[dict[str, Any]], method: str = "pcc") -> dict[str, fl
         "accuracy_mean": float(np.mean([r["accuracy"] for r in rows])),
         "calibration_error_mean": float(np.mean([r["calibration_error"] for r in rows])),
     }
+
+
+def held_out_error(judge: ProbeJudge) -> tuple[str, float, float] | None:
+    """(left out by, median, worst) error in points of ``judge``'s EM rate under its
+    ``method`` against GPT-4o's, on organisms it was not fitted on; None when its file
+    records none.
+
+    Reads both records: ``emlens judge fit --validate`` (one summary, for pcc) and the shipped
+    judge's (a summary per grouping and method; leaving one base model out)."""
+    held = judge.meta.get("held_out") or {}
+    s, by = held.get("summary") or {}, held.get("by")
+    if "base_model" in s:
+        s, by = s["base_model"].get(judge.method, {}), "base_model"
+    if "rate_error_median" not in s:
+        return None
+    return str(by), float(s["rate_error_median"]), float(s["rate_error_max"])
