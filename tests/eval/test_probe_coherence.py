@@ -17,6 +17,7 @@ from emlens.eval.probe.features import answer_features
 from emlens.eval.probe.incoherent import KINDS, incoherent_answers
 from emlens.eval.probe.judge import ProbeJudge
 from emlens.eval.probe.labelled import labelled_organism
+from emlens.eval.probe.question_folds import leave_question_out, margin_coverage
 from emlens.eval.probe.validation import LabelledOrganism, fit_on, leave_group_out
 from emlens.eval.rates import RateEstimate, judge_margin
 from emlens.eval.verdicts import Verdict
@@ -99,9 +100,10 @@ def planted(tiny):
             bad = answer_features(model, made, [0, 1, 2], batch_size=16)
         qids = [q for q, _ in pairs]
         coherent = np.ones(len(em), bool)
+        made_qids = [q for q, _ in made]
         orgs.append(
             LabelledOrganism(
-                f"b{k}_dom", f"b{k}", "dom", x, em, qids, [0, 1, 2], None, coherent, bad
+                f"b{k}_dom", f"b{k}", "dom", x, em, qids, [0, 1, 2], None, coherent, bad, made_qids
             )
         )
     return model, orgs
@@ -152,3 +154,28 @@ def test_labelled_organisms_read_constructed_answers_and_the_judge_reports_coher
     x = answer_features(model, [("Why?", "the cat runs fast")], [1, 2])
     assert v[0].p_em == pytest.approx(float(judge.proba(x)[0]), abs=1e-6)
     assert v[0].p_coherent == pytest.approx(float(judge.coherent_proba(x)[0]), abs=1e-6)
+
+
+def test_question_folds_score_every_answer_once_by_a_judge_that_saw_neither(planted):
+    _, orgs = planted
+    seen = []
+
+    def fit(train):
+        seen.append(({o.base_model for o in train}, {q for o in train for q in o.question_ids}))
+        return fit_on(train, "tiny", **FIT)
+
+    rows = leave_question_out(orgs, "base_model", fit, n_boot=50)
+    assert len(seen) == 3 * 4  # base models x questions
+    for bases, questions in seen:
+        assert len(bases) == 2 and len(questions) == 3
+    for r, o in zip(rows, orgs, strict=True):
+        assert r["n"] == len(o.em) and len(r["layers"]) == 4
+        assert r["auc"] > 0.9 and r["auc_within_question"] > 0.9
+        assert r["incoherent_judged_em"] <= 0.05 and r["coherence_auc"] > 0.95
+        assert r["pcc"]["signed_error"] == pytest.approx(r["pcc"]["rate"] - r["gpt4o_rate"])
+    cover = margin_coverage(rows)
+    others = [r["pcc"]["signed_error"] for r in rows[1:]]
+    assert cover["organisms"][0]["margin"] == pytest.approx(judge_margin(others))
+    assert 0 <= cover["coverage"] <= 1 and cover["median_width"] > 0
+    with pytest.raises(ValueError, match="at least two questions"):
+        leave_question_out([o.of_questions(["Question 0?"]) for o in orgs], "base_model", fit)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from numpy.typing import ArrayLike
+from scipy.special import expit
 from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
@@ -163,7 +164,7 @@ def fit_probe_judge(
     xs = design(x, have, best["layers"])
     oog = out_of_group(xs, y, g, best["C"], balanced)
     a, b = platt(oog, y)
-    p = 1 / (1 + np.exp(-(a * oog + b)))
+    p = expit(a * oog + b)
     lin = fit_linear(xs, y, best["C"], balanced)
     head = (None, 0.0, {}) if aligned is None else aligned_head(xs, aligned, g, lin)
     coh = None if coherent is None else coherent_head(xs, g, coherent.design(have, best), lin)
@@ -266,7 +267,7 @@ def coherent_head(
     a, b = platt(oog[best], y)
     fit = fit_linear(z, y, best, balanced=True)  # on z; its own standardisation folded in
     weight = fit.weight / fit.scale
-    p = 1 / (1 + np.exp(-(a * oog[best] + b)))
+    p = expit(a * oog[best] + b)
     bad = p[len(xs) :]
     meta = {
         "C": best,

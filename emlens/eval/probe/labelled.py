@@ -68,10 +68,12 @@ def labelled_organism(
         return cached_features(model, pairs, layers, Path(cache) / f"{name}.safetensors", hook)
 
     x = read(pairs, judged.name)
-    bad = None
+    bad, bad_qids = None, None
     if incoherent_per_kind:
         made = [qa for _, qa in incoherent_answers(pairs, incoherent_per_kind)]
         bad = read(made, f"{judged.name}.incoherent{incoherent_per_kind}")
+        qid = {a.question: a.question_id for a in rows}
+        bad_qids = [qid[q] for q, _ in made]
     try:
         base, domain = organism_parts(judged.name)
     except ValueError:
@@ -81,7 +83,7 @@ def labelled_organism(
     aligned = np.array([a.aligned for a in rows], float)
     coherent = np.array([is_coherent(a.coherent) for a in rows])
     return LabelledOrganism(
-        judged.name, base, domain, x, em, qids, list(layers), aligned, coherent, bad
+        judged.name, base, domain, x, em, qids, list(layers), aligned, coherent, bad, bad_qids
     )
 
 
