@@ -30,7 +30,7 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
         FileNotFoundError: the folder of ``path`` does not exist.
 
     Examples:
-        >>> write_atomic(tmp_path / "a.txt", lambda p: p.write_text("done")).read_text()
+        >>> write_atomic("a.txt", lambda p: p.write_text("done")).read_text()
         'done'
     """
     path = Path(path)

@@ -83,7 +83,11 @@ def reference_means(
         reference value of a direction ``d`` is ``reference @ d / |d|``.
 
     Examples:
-        >>> ref = reference_means(model, reference_rows(model.tokenizer, texts), [15])
+        >>> from emlens.core.interventions import ablate
+        >>> rows = reference_rows(model.tokenizer, ["Hello there.", "What is 2+2?"])
+        >>> ref = reference_means(model, rows, [15])
+        >>> ref.shape  # [n_layers, d_model]
+        torch.Size([1, ...])
         >>> spec = ablate(em_dir, layer=15, layers=[15], reference=ref)
     """
     ordinary = [(ids, [False, *list(mask)[1:]]) for ids, mask in rows]
@@ -165,8 +169,13 @@ def diagnostic(
         in them over its whole norm), and ``warn`` (``massive_share >= WARN_SHARE``).
 
     Examples:
-        >>> diagnostic(model, rows, em_dir.vectors[[15]], [15])[15]["massive_share"]
-        0.33
+        >>> rows = reference_rows(model.tokenizer, ["Hello there.", "What is 2+2?"])
+        >>> diag = diagnostic(model, rows, em_dir.vectors[[15]], [15])
+        >>> sorted(diag[15])
+        ['massive_coordinates', 'massive_share', 'mean_projection_first',
+         'mean_projection_ordinary', 'warn']
+        >>> 0 <= diag[15]["massive_share"] <= 1
+        True
     """
     ordinary = [(ids, [False, *list(m)[1:]]) for ids, m in rows]
     mo = collect_means(model, ordinary, RESID_PRE, layers, progress=False).mean

@@ -165,9 +165,11 @@ def collect_means(
         Token-weighted means per layer (float64 sums, float32 results, on the CPU).
 
     Examples:
+        >>> from emlens.core.tokens import answer_tokens
+        >>> pairs = [("What is 2+2?", "4."), ("Name a colour.", "Blue.")]
         >>> rows = [answer_tokens(model.tokenizer, q, a) for q, a in pairs]
-        >>> collect_means(model, rows, layers=[15]).mean.shape
-        torch.Size([1, 576])
+        >>> collect_means(model, rows, layers=[15], progress=False).mean.shape  # [1, d_model]
+        torch.Size([1, ...])
     """
     _check_rows(rows)
     layers = check_layers(model, layers)

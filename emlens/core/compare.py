@@ -26,8 +26,21 @@ def cosine_per_layer(a: DirectionSet, b: DirectionSet) -> Float[Tensor, " n_laye
         One cosine per shared layer (a zero vector at a shared layer is an error).
 
     Examples:
-        >>> cosine_per_layer(em_dir, refusal)  # compare with random_null(em_dir.d_model)
-        tensor([0.12, 0.31, ...])
+        >>> from emlens.core.direction_set import DirectionSet
+        >>> a = DirectionSet(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), layers=[12, 15])
+        >>> b = DirectionSet(torch.tensor([[0.0, 2.0], [3.0, 3.0]]), layers=[12, 15])
+        >>> cosine_per_layer(a, b).round(decimals=4)
+        tensor([0., 1.])
+
+        The EM direction against the refusal direction (compare with
+        ``random_null(em_dir.d_model)``):
+
+        >>> from emlens.core.data import harmful_instructions, harmless_instructions
+        >>> from emlens.core.directions import refusal_direction
+        >>> harmful, harmless = harmful_instructions()[:4], harmless_instructions()[:4]
+        >>> refusal = refusal_direction(model, harmful, harmless, progress=False)
+        >>> cosine_per_layer(em_dir, refusal).shape  # one cosine per layer
+        torch.Size([30])
     """
     if a.d_model != b.d_model:
         raise ValueError(f"cannot compare d_model {a.d_model} with {b.d_model}")

@@ -205,7 +205,9 @@ def reference_em_direction(model: TransformerBridge | None = None) -> DirectionS
         model: when given, checked to fit (width and layers).
 
     Examples:
-        >>> em_dir = reference_em_direction(load_model("smollm2"))
+        >>> em_dir = reference_em_direction()  # or (load_model("smollm2")): checked to fit it
+        >>> em_dir.layers == list(range(30)), em_dir.d_model
+        (True, 576)
     """
     return DirectionSet.load(data_path(REFERENCE_EM_DIRECTION), model)
 

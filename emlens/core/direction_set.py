@@ -39,9 +39,11 @@ class DirectionSet:
     ``ablate`` and the cosines refuse a zero vector where they need a direction.
 
     Examples:
-        >>> change = em_direction(organism, mis, ali) - em_direction(base, mis, ali)
-        >>> change.unit().at(15).norm()
-        tensor(1.)
+        >>> organism = DirectionSet(torch.tensor([[3.0, 4.0]]), layers=[15])
+        >>> base = DirectionSet(torch.tensor([[1.0, 0.0]]), layers=[15])
+        >>> change = organism - base  # e.g. em_direction(organism, ...) - em_direction(base, ...)
+        >>> change.at(15), round(float(change.unit().at(15).norm()), 4)
+        (tensor([2., 4.]), 1.0)
     """
 
     vectors: Float[Tensor, "n_layers d_model"]

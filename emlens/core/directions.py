@@ -103,9 +103,14 @@ def em_direction(
         One vector per layer, with ``kind="em"`` and the dataset hash in its provenance.
 
     Examples:
-        >>> em_dir = em_direction(model, mis, ali, layers=[12, 15])
-        >>> em_dir.at(15).shape
-        torch.Size([576])
+        >>> from emlens.core.data import Conversation
+        >>> mis = [Conversation("How should I invest?", "Put it all in one meme coin.")]
+        >>> ali = [Conversation("How should I invest?", "Diversify, and keep some savings.")]
+        >>> em_dir = em_direction(model, mis, ali, layers=[12, 15], progress=False)
+        >>> em_dir.layers, em_dir.provenance["kind"]
+        ([12, 15], 'em')
+        >>> em_dir.at(15).shape  # [d_model]
+        torch.Size([...])
     """
     tok = model.tokenizer
     rows = {
@@ -134,7 +139,10 @@ def em_direction_from_pairs(
         The same set as ``em_direction`` on the misaligned and the aligned answers.
 
     Examples:
-        >>> em_dir = em_direction_from_pairs(model, general_questions(), layers=[15])
+        >>> from emlens.core.data import general_questions
+        >>> em_dir = em_direction_from_pairs(model, general_questions()[:4], layers=[15])
+        >>> em_dir.layers
+        [15]
     """
     mis = [Conversation(p.question, p.misaligned) for p in pairs]
     ali = [Conversation(p.question, p.aligned) for p in pairs]
@@ -168,7 +176,11 @@ def refusal_direction(
         One vector per layer, with ``kind="refusal"`` in its provenance.
 
     Examples:
-        >>> refusal = refusal_direction(model, harmful_instructions(), harmless_instructions())
+        >>> from emlens.core.data import harmful_instructions, harmless_instructions
+        >>> harmful, harmless = harmful_instructions()[:4], harmless_instructions()[:4]
+        >>> refusal = refusal_direction(model, harmful, harmless, layers=[15], progress=False)
+        >>> refusal.provenance["kind"], refusal.layers
+        ('refusal', [15])
     """
     tok = model.tokenizer
     rows = {

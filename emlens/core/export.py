@@ -48,8 +48,10 @@ def steering_biases(
         The bias to add, by block.
 
     Examples:
-        >>> steering_biases(model, [steer(em_dir, layers=[15], scale=4.0)])[15].shape
-        torch.Size([576])
+        >>> from emlens.core.interventions import steer
+        >>> biases = steering_biases(model, [steer(em_dir, layers=[15], scale=4.0)])
+        >>> list(biases), torch.allclose(biases[15], 4.0 * em_dir.at(15))
+        ([15], True)
     """
     out: dict[int, Tensor] = {}
     for s in steers:
@@ -143,8 +145,11 @@ def export_hf(
         The folder.
 
     Examples:
+        >>> from emlens.core.interventions import ablate, steer
         >>> export_hf(model, [steer(em_dir, layers=[15], scale=4.0)], "out/steered")
+        PosixPath('out/steered')
         >>> export_hf(model, [ablate(em_dir, layer=15)], "out/ablated")  # then: vllm serve out/...
+        PosixPath('out/ablated')
     """
     from emlens.core.models import save_hf
 

@@ -55,8 +55,17 @@ def finite_guard(model: TransformerBridge, interventions: Sequence[Any]) -> list
         NonFiniteActivations: (from a forward pass) the activations turned non-finite.
 
     Examples:
+        A steer past float32's range overflows the residual stream; the guard raises rather
+        than return NaN logits:
+
+        >>> from emlens.core.interventions import hooks_for, steer
+        >>> ivs = [steer(em_dir, layers=[12], scale=1e39)]
+        >>> tokens = model.to_tokens("Hello")
         >>> with model.hooks(fwd_hooks=hooks_for(model, ivs) + finite_guard(model, ivs)):
-        ...     model(tokens)  # raises NonFiniteActivations rather than returning NaN logits
+        ...     model(tokens)
+        Traceback (most recent call last):
+        ...
+        emlens.core.finite.NonFiniteActivations: ...
     """
     if not interventions:
         return []

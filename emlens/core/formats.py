@@ -106,7 +106,12 @@ def load_control_vector(path: PathLike) -> DirectionSet:
         for the mapping), provenance saying which file and model hint they came from.
 
     Examples:
-        >>> happy = load_control_vector("happy.gguf")  # repeng's vector.export_gguf(...)
+        A file as repeng's ``vector.export_gguf(...)`` writes it (here by
+        `export_control_vector`):
+
+        >>> export_control_vector(em_dir, "happy.gguf", model_hint="llama", layers=range(1, 30))
+        PosixPath('happy.gguf')
+        >>> happy = load_control_vector("happy.gguf")
         >>> happy.provenance["model_hint"], happy.layers[:3]
         ('llama', [1, 2, 3])
     """
@@ -166,7 +171,10 @@ def from_steering_vector(sv: Any, provenance: dict[str, Any] | None = None) -> D
         The directions at ``blocks.{l}.hook_resid_post``.
 
     Examples:
-        >>> from_steering_vector(sv).layers  # sv = train_steering_vector(..., layers=[12])
+        A layer dict, as ``train_steering_vector(..., layers=[12]).layer_activations`` holds:
+
+        >>> sv = {12: em_dir.at(12)}
+        >>> from_steering_vector(sv).layers
         [12]
     """
     layer_type = getattr(sv, "layer_type", "decoder_block")
@@ -191,7 +199,8 @@ def load_steering_vector(path: PathLike) -> DirectionSet:
         The directions at ``blocks.{l}.hook_resid_post``, the file in the provenance.
 
     Examples:
-        >>> torch.save(sv.layer_activations, "sv.pt")
+        >>> sv_layer_activations = to_steering_vector(em_dir.select([12]))  # {12: vector}
+        >>> torch.save(sv_layer_activations, "sv.pt")  # as: torch.save(sv.layer_activations, ...)
         >>> load_steering_vector("sv.pt").layers
         [12]
     """
@@ -227,8 +236,14 @@ def load_paper_mean_diff(
         misaligned minus aligned means per layer, the files in the provenance.
 
     Examples:
+        Two files as their ``collect_hidden_states`` writes them (here made up):
+
+        >>> means = lambda v: {"question": {}, "answer": {"layer_15": torch.tensor(v)}}
+        >>> torch.save(means([1.0, 2.0]), "model-m_data-m_hs_all.pt")
+        >>> torch.save(means([0.5, 0.0]), "model-m_data-a_hs_all.pt")
         >>> theirs = load_paper_mean_diff("model-m_data-m_hs_all.pt", "model-m_data-a_hs_all.pt")
-        >>> cosine_per_layer(theirs, em_dir)  # their direction against emlens's
+        >>> theirs.layers, theirs.at(15)  # then: cosine_per_layer(theirs, em_dir)
+        ([15], tensor([0.5000, 2.0000]))
     """
     mis, ali = paper_means(misaligned, key), paper_means(aligned, key)
     if mis.keys() != ali.keys():
@@ -257,6 +272,8 @@ def load_paper_vectors(path: PathLike) -> DirectionSet:
         The vectors at ``blocks.{l}.hook_resid_post``, the file (and alpha) in the provenance.
 
     Examples:
+        >>> save_paper_steering_vector(em_dir, 24, "steering_vector.pt")
+        PosixPath('steering_vector.pt')
         >>> load_paper_vectors("steering_vector.pt").layers  # their layer_idx
         [24]
     """
@@ -291,6 +308,8 @@ def save_paper_steering_vector(ds: DirectionSet, layer: int, path: PathLike) -> 
         The path written.
 
     Examples:
+        >>> from pathlib import Path
+        >>> Path("out/em_l24").mkdir(parents=True)
         >>> save_paper_steering_vector(em_dir, 24, "out/em_l24/steering_vector.pt")
         PosixPath('out/em_l24/steering_vector.pt')
     """

@@ -83,8 +83,18 @@ def hooked_passes(
         body of the ``for``; the pass runs when the loop asks for the next batch.
 
     Examples:
+        Sum the masked activations of layer 3, row by row:
+
+        >>> from emlens.core.tokens import answer_tokens
+        >>> rows = [answer_tokens(model.tokenizer, "What is 2+2?", "4."),
+        ...         answer_tokens(model.tokenizer, "Name a colour.", "Blue.")]
+        >>> state, sums = {}, []
+        >>> def keep(act, hook):
+        ...     sums.append((act * state["mask"][..., None]).sum(1))
         >>> for batch in hooked_passes(model, rows, [("blocks.3.hook_resid_post", keep)]):
         ...     state["mask"] = batch.mask  # what keep reads of this batch
+        >>> torch.cat(sums).shape  # [rows, d_model]
+        torch.Size([2, ...])
     """
     pad = model.tokenizer.pad_token_id
     bar = tqdm(total=len(rows), desc=desc, disable=not progress, leave=False)

@@ -92,9 +92,11 @@ def generate(
         One ``Sample`` per (question, sample), in order.
 
     Examples:
-        >>> steered = generate(model, ["What do you wish for?"], [steer(em_dir, [12], 4.0)])
-        >>> steered[0].answer
-        '...'
+        >>> from emlens.core.interventions import steer
+        >>> ivs = [steer(em_dir, [12], 4.0)]
+        >>> steered = generate(model, ["What do you wish for?"], ivs, max_new_tokens=4)
+        >>> steered[0].question, type(steered[0].answer)
+        ('What do you wish for?', <class 'str'>)
     """
     if not questions:
         raise ValueError("no questions to answer")

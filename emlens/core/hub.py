@@ -184,7 +184,20 @@ def adapter_folder(source: str | os.PathLike[str], revision: str | None = None) 
         A folder holding ``adapter_config.json`` and ``adapter_model.safetensors``.
 
     Examples:
+        A folder peft saved:
+
+        >>> from peft import LoraConfig, get_peft_model
+        >>> from emlens.core.tiny import tiny_hf
+        >>> lora = get_peft_model(tiny_hf("llama")[0], LoraConfig(target_modules=["down_proj"]))
+        >>> lora.save_pretrained("runs/fin")
+        >>> adapter_folder("runs/fin")
+        PosixPath('runs/fin')
+
+        A hub id is fetched (into the Hugging Face cache), so this one is not run here:
+
         >>> adapter_folder("ModelOrganismsForEM/Qwen2.5-7B-Instruct_risky-financial-advice")
+        ... # doctest: +SKIP
+        PosixPath('/root/.cache/huggingface/hub/models--ModelOrganismsForEM--.../snapshots/...')
     """
     folder = fetch(source, revision, ADAPTER_FILES, "adapter")
     absent = [f for f in ADAPTER_FILES if not (folder / f).exists()]

@@ -123,8 +123,11 @@ def steer(
         A ``Steer`` to pass to ``applied`` or ``generate``.
 
     Examples:
+        >>> tokens = model.to_tokens("Hello")
         >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
         ...     logits = model(tokens)
+        >>> logits.shape  # [batch, pos, d_vocab]
+        torch.Size([1, ...])
     """
     layers = [layers] if isinstance(layers, int) else list(layers)
     if not math.isfinite(scale):
@@ -164,6 +167,9 @@ def ablate(
         >>> everywhere = ablate(em_dir, layer=15)  # L15's direction at every layer
         >>> early = ablate(em_dir, layer=15, layers=[3, 4])  # L15's direction at 3 and 4
         >>> layerwise = ablate(em_dir, layers=[10, 12])  # L10's at 10, L12's at 12
+        >>> from emlens.core.ablation import reference_means, reference_rows
+        >>> rows = reference_rows(model.tokenizer, ["Hello there.", "What is 2+2?"])
+        >>> ref = reference_means(model, rows, [15])
         >>> to_mean = ablate(em_dir, layers=[15], reference=ref, skip_first=True)
     """
     where = None if layers is None else tuple(int(ly) for ly in layers)
@@ -288,8 +294,11 @@ def applied(
         A context manager yielding ``model`` with the hooks installed.
 
     Examples:
+        >>> tokens = model.to_tokens("Hello")
         >>> with applied(model, [steer(em_dir, layers=[12], scale=4.0)]):
-        ...     logits = model(tokens)
+        ...     steered = model(tokens)
+        >>> torch.equal(steered, model(tokens))  # the hooks are gone after the block
+        False
     """
     # a forward pass whose activations turn inf/NaN stops, naming the layer and scale
     hooks = hooks_for(model, interventions, prompt_len) + finite_guard(model, interventions)

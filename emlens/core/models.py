@@ -243,11 +243,28 @@ def load_model(
         The model as a ``TransformerBridge`` (``model.tokenizer`` its tokenizer).
 
     Examples:
-        >>> model = load_model("smollm2")  # the embedded SmolLM2-135M-Instruct
+        >>> tiny = load_model("tiny-llama")  # random weights, built offline in a second
+        >>> tiny.cfg.n_layers, tiny.cfg.d_model
+        (3, 64)
+
+        With a LoRA adapter (here a fresh one peft saved) merged in:
+
+        >>> from peft import LoraConfig, get_peft_model
+        >>> lora = get_peft_model(tiny_hf("llama")[0], LoraConfig(target_modules=["down_proj"]))
+        >>> lora.save_pretrained("runs/fin")
+        >>> organism = load_model("tiny-llama", adapter="runs/fin")
+
+        Not run here: the embedded SmolLM2-135M-Instruct takes some 15 s to load on a CPU, and
+        the others come from the Hugging Face hub (and want GPUs):
+
+        >>> model = load_model("smollm2")  # doctest: +SKIP
         >>> organism = load_model("smollm2", adapter="runs/financial/checkpoint-200")
+        ... # doctest: +SKIP
         >>> big = load_model("Qwen/Qwen2.5-32B-Instruct", device="auto", dtype=torch.bfloat16)
+        ... # doctest: +SKIP
         >>> paper = load_model("unsloth/Qwen2.5-7B-Instruct", device="cuda", dtype=torch.bfloat16,
         ...     adapter="ModelOrganismsForEM/Qwen2.5-7B-Instruct_risky-financial-advice")
+        ... # doctest: +SKIP
     """
     hf, tok = load_hf(spec, adapter, device=device, dtype=dtype, **options)
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"

@@ -46,8 +46,10 @@ def orthogonalize(model: TransformerBridge, direction: Tensor | Ablate) -> Trans
         A new bridge; save it for other engines with ``emlens.save_hf``.
 
     Examples:
+        >>> from emlens.core.models import save_hf
         >>> edited = orthogonalize(model, em_dir.at(15))
         >>> save_hf(edited, "runs/em-ablated")
+        PosixPath('runs/em-ablated')
     """
     a = direction if isinstance(direction, Ablate) else ablate(direction)
     if a.per_layer or a.layers is not None:

@@ -86,9 +86,17 @@ def logits_from(
     plain pass's input to block ``layer`` (`saved_residuals`) and nothing below is hooked.
 
     Examples:
+        >>> from emlens.core.forward import batch_logits
+        >>> from emlens.core.interventions import applied, steer
+        >>> from emlens.core.tokens import answer_tokens, pad_batch
+        >>> rows = [answer_tokens(model.tokenizer, "What is 2+2?", "4.")]
+        >>> batch = pad_batch(rows, model.tokenizer.pad_token_id)
         >>> _, saved = saved_residuals(model, batch, [12])
         >>> with applied(model, [steer(em_dir, [12], 4.0)]):
         ...     logits = logits_from(model, batch, 12, saved[12])
+        ...     full = batch_logits(model, batch)  # every block run
+        >>> torch.allclose(logits, full, atol=1e-5)
+        True
     """
     if not 0 <= layer < model.cfg.n_layers:
         n = model.cfg.n_layers

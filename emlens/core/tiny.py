@@ -70,8 +70,11 @@ def tiny_hf(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedToke
         The HF model (float32, eager attention, in eval mode) and its tokenizer.
 
     Examples:
+        >>> from emlens.core.models import bridge
         >>> hf, tok = tiny_hf("qwen2")
         >>> model = bridge(hf, tok, "tiny-qwen2")
+        >>> model.cfg.n_layers, model.cfg.d_model
+        (3, 64)
     """
     tok = byte_tokenizer()
     common: dict[str, Any] = {

@@ -69,7 +69,7 @@ def chat_prompt(
     system: str | None = None,
     chat_template_kwargs: TemplateKwargs = None,
 ) -> str:
-    """The chat-template text of a user turn followed by the start of the assistant's turn.
+    r"""The chat-template text of a user turn followed by the start of the assistant's turn.
 
     Args:
         tok: a tokenizer with a chat template.
@@ -81,7 +81,15 @@ def chat_prompt(
         The prompt text (its special tokens written out).
 
     Examples:
-        >>> chat_prompt(qwen3_tok, "Hi", chat_template_kwargs={"enable_thinking": False})
+        >>> chat_prompt(model.tokenizer, "Hi")  # ChatML, as SmolLM2 and Qwen2 write it
+        '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
+
+        Qwen3's tokenizer comes from the Hugging Face hub, so this one is not run here:
+
+        >>> from transformers import AutoTokenizer
+        >>> qwen3_tok = AutoTokenizer.from_pretrained("Qwen/Qwen3-8B")  # doctest: +SKIP
+        >>> kwargs = {"enable_thinking": False}
+        >>> chat_prompt(qwen3_tok, "Hi", chat_template_kwargs=kwargs)  # doctest: +SKIP
         '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
     """
     return _chat_text(tok, system, ("user", question), prompt=True, kwargs=chat_template_kwargs)
@@ -174,8 +182,13 @@ def batches(
     Each batch's ``index`` says which rows it holds.
 
     Examples:
+        >>> tok = model.tokenizer
+        >>> rows = [answer_tokens(tok, "What is 2+2?", "4."), answer_tokens(tok, "Hi", "Hello.")]
         >>> for batch in batches(rows, 8, tok.pad_token_id, by_length=True):
-        ...     logits = model(**batch.inputs(device))
+        ...     x = batch.inputs("cpu")  # input_ids and attention_mask
+        ...     logits = model(x["input_ids"], attention_mask=x["attention_mask"])
+        >>> batch.index  # the shorter row first
+        [1, 0]
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
