@@ -1,7 +1,12 @@
 """Finding 1b on ground truth: do real organisms' EM directions converge, read through SmolLM2?
 
-    .venv/bin/python analyses/ground_truth_features.py       # stage 1, once (cached in out/)
+    .venv/bin/python analyses/ground_truth_features.py       # the features, once (out/)
     .venv/bin/python analyses/ground_truth_convergence.py    # docs/results/ground_truth_conv*
+
+Makes ``docs/results/ground_truth_convergence.{json,md,html}`` (the results page's 1b on ground
+truth); its stage is saved in ``docs/results/ground_truth_convergence/stages/``, so a rerun
+re-renders without the model. The reference folder: ``--reference``, else
+``$EMLENS_REFERENCE``, else ``../shared/data/em-reference`` (``_reference.py``).
 
 The papers' way (Convergent Linear Representations of EM): one direction per organism, the
 token-weighted mean over answer tokens of its GPT-4o-misaligned answers (aligned < 30,
@@ -20,33 +25,26 @@ Every organism fitted its own direction; nothing was scored.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import _common as common
+import _ground_truth as gt
 import numpy as np
-import torch
-from ground_truth_features import (
-    CACHE,
-    LAYERS,
-    REFERENCE,
-    judged_direction,
-    judged_groups,
-    judged_sums,
-    organism_features,
-    token_counts,
-)
 
 from emlens.core.data import general_questions
 from emlens.core.directions import em_direction_from_pairs
-from emlens.core.models import load_model
-from emlens.eval.reference import Organism, read_organisms
+from emlens.eval.reference import Organism
 from emlens.report import markdown_table, write_report
 
-OUT = Path("docs/results")
 TABLE_LAYERS = [3, 6, 9, 12, 15, 18, 21, 24, 27]
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    gt.options(p)
+    p.add_argument("--shuffles", type=int, default=200, help="shuffled-label relabellings")
+    p.add_argument("--seed", type=int, default=0, help="the shuffles and the split halves")
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -55,7 +53,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 def direction(x: np.ndarray, w: np.ndarray, mis: np.ndarray, ali: np.ndarray) -> np.ndarray:
     """One organism's judged direction from its cached answer means: [n_layers, d_model]."""
-    return judged_direction([judged_sums(x, w, mis, ali)])
+    return gt.judged_direction([gt.judged_sums(x, w, mis, ali)])
 
 
 def pair_kinds(orgs: list[Organism]) -> dict[str, list[tuple[int, int]]]:
@@ -100,15 +98,21 @@ def nulls_and_halves(
     return {k: np.stack(v) for k, v in null.items()}, np.stack(halves)
 
 
-def run(model: Any, orgs: list[Organism], shuffles: int, seed: int) -> dict[str, Any]:
-    xs = [f.numpy().astype(np.float64) for f in organism_features(model, orgs, CACHE, False)]
-    ws = token_counts(model, orgs)
-    gs = [judged_groups(o) for o in orgs]
+def measure(
+    model: Any, orgs: list[Organism], cache: Path, shuffles: int, seed: int
+) -> dict[str, Any]:
+    """Every organism's direction, their cosines by kind of pair, the nulls, the split halves
+    and the cosines with the pairs direction (the JSON, less how it was made)."""
+    features = gt.organism_features(model, orgs, cache, False)
+    xs = [f.numpy().astype(np.float64) for f in features]
+    ws = gt.token_counts(model, orgs, cache)
+    gs = [gt.judged_groups(o) for o in orgs]
+    layers = gt.layers(model)
     kinds = pair_kinds(orgs)
     dirs = np.stack([direction(x, w, m, a) for x, w, (m, a) in zip(xs, ws, gs, strict=True)])
     real = summarise(dirs, kinds)
     null, halves = nulls_and_halves(xs, ws, gs, kinds, shuffles, seed)
-    pairs = em_direction_from_pairs(model, general_questions(), layers=LAYERS, progress=False)
+    pairs = em_direction_from_pairs(model, general_questions(), layers=layers, progress=False)
     u = unit(dirs)
     cos_pairs = np.einsum("old,ld->ol", u, unit(pairs.vectors.numpy().astype(np.float64)))
     cos = np.einsum("ild,jld->ijl", u, u)
@@ -117,14 +121,14 @@ def run(model: Any, orgs: list[Organism], shuffles: int, seed: int) -> dict[str,
         "n_misaligned": [len(m) for m, _ in gs],
         "n_aligned": [len(a) for _, a in gs],
         "pairs": {k: [[orgs[i].name, orgs[j].name] for i, j in v] for k, v in kinds.items()},
-        "layers": LAYERS,
+        "layers": layers,
         "mean_cos": {k: v.tolist() for k, v in real.items()},
         "null_q95": {k: np.quantile(v, 0.95, axis=0).tolist() for k, v in null.items()},
         "null_mean": {k: v.mean(0).tolist() for k, v in null.items()},
         "split_half": halves.tolist(),
         "cos_with_pairs_direction": cos_pairs.tolist(),
         "cos_matrix": {
-            str(layer): cos[:, :, i].round(4).tolist() for i, layer in enumerate(LAYERS)
+            str(layer): cos[:, :, i].round(4).tolist() for i, layer in enumerate(layers)
         },
     }
 
@@ -142,7 +146,7 @@ def table(r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def figure(r: dict[str, Any]) -> Any:
+def figure(r: dict[str, Any], model: str) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -162,7 +166,7 @@ def figure(r: dict[str, Any]) -> Any:
         name="cos with emlens pairs direction",
     )
     fig.update_layout(
-        title="Per-organism EM directions read through SmolLM2: mean cosine",
+        title=f"Per-organism EM directions read through {model}: mean cosine",
         xaxis_title="layer",
         yaxis_title="cosine",
         height=480,
@@ -170,42 +174,36 @@ def figure(r: dict[str, Any]) -> Any:
     return fig
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reference", default=str(REFERENCE))
-    p.add_argument("--shuffles", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(OUT))
-    a = p.parse_args()
-    torch.set_num_threads(1)
-    t0 = time.time()
-    model = load_model("smollm2")
-    r = run(model, read_organisms(a.reference), a.shuffles, a.seed)
-    r.update(
-        command="python analyses/ground_truth_convergence.py",
-        shuffles=a.shuffles,
-        seed=a.seed,
-        seconds=round(time.time() - t0),
-    )
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ground_truth_convergence.json").write_text(json.dumps(r))
+def write(r: dict[str, Any], stem: Path, model: str) -> list[str]:
+    """``<stem>.json``, ``<stem>.md`` and ``<stem>.html`` from the result; the markdown lines."""
+    common.write_json(Path(f"{stem}.json"), r, indent=None)
     lines = [
-        "# Per-organism EM directions (GPT-4o-judged answers, read through SmolLM2)",
+        f"# Per-organism EM directions (GPT-4o-judged answers, read through {model})",
         "",
         "Mean cosine over pairs of organisms (shuffled-label 95% quantile).",
         "",
         *markdown_table(table(r)),
     ]
-    (out / "ground_truth_convergence.md").write_text("\n".join(lines) + "\n")
-    write_report(
-        out / "ground_truth_convergence.html",
-        "Ground-truth convergence",
-        [figure(r)],
-        embed_plotlyjs=False,
+    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
+    html = Path(f"{stem}.html")
+    write_report(html, "Ground-truth convergence", [figure(r, model)], embed_plotlyjs=False)
+    return lines
+
+
+def main(run: common.Analysis) -> None:
+    a = run.args
+    r = run.stage(
+        "convergence",
+        lambda: measure(run.model, gt.organisms(run), gt.features_folder(run), a.shuffles, a.seed),
     )
-    print("\n".join(lines))
+    r |= {
+        "command": run.short_command,
+        "shuffles": a.shuffles,
+        "seed": a.seed,
+        "seconds": round(run.seconds()),
+    }
+    print("\n".join(write(r, run.beside(""), gt.title(run))))
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

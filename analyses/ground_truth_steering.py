@@ -1,7 +1,13 @@
 """Finding 2 on ground truth: steering SmolLM2 with the EM direction of real judged answers.
 
-    .venv/bin/python analyses/ground_truth_features.py     # stage 1, once (cached in out/)
+    .venv/bin/python analyses/ground_truth_features.py     # the features, once (out/)
     .venv/bin/python analyses/ground_truth_steering.py     # docs/results/ground_truth_steering.*
+
+Makes ``docs/results/ground_truth_steering.{json,md}`` (the results page's 2 on ground truth);
+its stages (the direction's norm, the contrastive scores, the generations) are saved in
+``docs/results/ground_truth_steering/stages/``. Its generations are judged by the shipped
+probe judge (``probe:default``, which ``ground_truth_ship.py`` writes). The reference folder:
+``--reference``, else ``$EMLENS_REFERENCE``, else ``../shared/data/em-reference``.
 
 The judged-data direction: the token-weighted mean over answer tokens of GPT-4o-misaligned
 minus aligned answers (the papers' split) of the reference organisms, read through SmolLM2 at
@@ -20,36 +26,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import _common as common
+import _ground_truth as gt
 import numpy as np
 import torch
-from ground_truth_features import (
-    CACHE,
-    LAYERS,
-    REFERENCE,
-    judged_direction,
-    judged_groups,
-    judged_sums,
-    organism_features,
-    token_counts,
-)
 
 from emlens.core.data import QAPair, em_questions, general_questions
 from emlens.core.directions import em_direction_from_pairs
 from emlens.core.interventions import Steer
-from emlens.core.models import load_model
 from emlens.eval.em_rate import evaluate_em
-from emlens.eval.judges.spec import make_judge
+from emlens.eval.judge_spec import make_judge
 from emlens.eval.metrics import contrastive_scores
-from emlens.eval.reference import Organism, read_organisms
+from emlens.eval.reference import Organism
 from emlens.eval.stats import bootstrap
 from emlens.eval.verdicts import Thresholds
 from emlens.report import markdown_table
 
-OUT = Path("docs/results")
+
+def options(p: argparse.ArgumentParser) -> None:
+    gt.options(p)
+    p.add_argument("--layer", type=int, default=15)
+    p.add_argument("--scale", type=float, default=4.0)
+    p.add_argument("--n", type=int, default=8, help="samples per question")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--pairs", type=int, default=16, help="judged pairs per organism")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def pairs_of(o: Organism, n: int) -> list[QAPair]:
@@ -80,7 +85,7 @@ def contrastive(model: Any, orgs: list[Organism], parts: list, a: argparse.Names
     """Per organism: the contrastive score under each condition, direction without it."""
     rows, g = [], torch.Generator().manual_seed(a.seed)
     for i, o in enumerate(orgs):
-        v = judged_direction([p for j, p in enumerate(parts) if j != i])
+        v = gt.judged_direction([p for j, p in enumerate(parts) if j != i])
         rand = torch.randn(len(v), generator=g).numpy()
         pairs = pairs_of(o, a.pairs)
         row: dict[str, Any] = {"organism": o.name, "pairs": len(pairs)}
@@ -130,49 +135,60 @@ def generations(model: Any, v: np.ndarray, a: argparse.Namespace, norm: float) -
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reference", default=str(REFERENCE))
-    p.add_argument("--layer", type=int, default=15)
-    p.add_argument("--scale", type=float, default=4.0)
-    p.add_argument("--n", type=int, default=8, help="samples per question")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--pairs", type=int, default=16, help="judged pairs per organism")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(OUT))
-    a = p.parse_args()
-    torch.set_num_threads(1)
-    t0 = time.time()
-    model = load_model("smollm2")
-    orgs = read_organisms(a.reference)
-    xs = [f.numpy().astype(np.float64) for f in organism_features(model, orgs, CACHE, False)]
-    j = LAYERS.index(a.layer)
-    ws = token_counts(model, orgs)
-    parts = [
-        judged_sums(x[:, j], w, *judged_groups(o)) for o, x, w in zip(orgs, xs, ws, strict=True)
-    ]
-    ref = em_direction_from_pairs(model, general_questions(), layers=[a.layer], progress=False)
-    norm = float(ref.at(a.layer).norm()) * a.scale
-    v = judged_direction(parts)
+def main(run: common.Analysis) -> None:
+    a = run.args
+
+    @cache
+    def judged() -> tuple[list[Organism], list[gt.Sums], Any]:
+        """The organisms, each one's judged sums at ``--layer``, and the pairs direction."""
+        model, features = run.model, gt.features_folder(run)
+        orgs = gt.organisms(run)
+        xs = [
+            f.numpy().astype(np.float64) for f in gt.organism_features(model, orgs, features, False)
+        ]
+        j = gt.layers(model).index(a.layer)
+        ws = gt.token_counts(model, orgs, features)
+        parts = [
+            gt.judged_sums(x[:, j], w, *gt.judged_groups(o))
+            for o, x, w in zip(orgs, xs, ws, strict=True)
+        ]
+        ref = em_direction_from_pairs(model, general_questions(), layers=[a.layer], progress=False)
+        return orgs, parts, ref
+
+    def size() -> dict[str, float]:
+        _, parts, ref = judged()
+        v = gt.judged_direction(parts)
+        return {
+            "steer_norm": float(ref.at(a.layer).norm()) * a.scale,
+            "cos_with_pairs_direction": float(
+                np.dot(v, ref.at(a.layer).numpy()) / np.linalg.norm(v) / ref.at(a.layer).norm()
+            ),
+        }
+
+    head = run.stage("direction", size)
+    norm = head["steer_norm"]
     r = {
         "layer": a.layer,
         "scale": a.scale,
         "steer_norm": norm,
         "n": a.n,
         "seed": a.seed,
-        "cos_with_pairs_direction": float(
-            np.dot(v, ref.at(a.layer).numpy()) / np.linalg.norm(v) / ref.at(a.layer).norm()
+        "cos_with_pairs_direction": head["cos_with_pairs_direction"],
+        "contrastive": run.stage(
+            "contrastive", lambda: contrastive(run.model, judged()[0], judged()[1], a, norm)
         ),
-        "contrastive": contrastive(model, orgs, parts, a, norm),
-        "generations": generations(model, v, a, norm),
+        "generations": run.stage(
+            "generations",
+            lambda: generations(run.model, gt.judged_direction(judged()[1]), a, norm),
+        ),
     }
-    r["seconds"] = round(time.time() - t0)
-    write(r, Path(a.out))
+    r["seconds"] = round(run.seconds())
+    print("\n".join(write(r, run.beside(""), gt.title(run))))
 
 
-def write(r: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ground_truth_steering.json").write_text(json.dumps(r, indent=1))
+def write(r: dict[str, Any], stem: Path, model: str) -> list[str]:
+    """``<stem>.json`` and ``<stem>.md`` from the result; the markdown lines."""
+    common.write_json(Path(f"{stem}.json"), r, indent=1)
     rows = [
         {
             "organism (held out)": c["organism"],
@@ -197,20 +213,20 @@ def write(r: dict[str, Any], out: Path) -> None:
         for k in ("baseline", "judged", "random")
     ]
     lines = [
-        f"# Steering SmolLM2 with the judged-data EM direction (layer {r['layer']})",
+        f"# Steering {model} with the judged-data EM direction (layer {r['layer']})",
         "",
         "## Contrastive score on real judged pairs (change from no steering)",
         "",
         *markdown_table(rows),
         "",
-        "## SmolLM2's generations, probe judge",
+        f"## {model}'s generations, probe judge",
         "",
         *markdown_table(gens),
         "",
     ]
-    (out / "ground_truth_steering.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    Path(f"{stem}.md").write_text("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
-    main()
+    main(common.start(__file__, __doc__, options))

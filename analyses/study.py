@@ -7,7 +7,9 @@
 Each analysis runs as its own process (``python analyses/<name>.py``), ``--lanes`` of them at a
 time (default 2, each with its share of the CPU cores as torch threads: on 2 cores, two
 one-thread processes get more done than one two-thread process), each starting when what it
-needs has finished (``organisms`` before ``lora_probes``, which probes its organisms); once
+needs has finished (``organisms`` before ``lora_probes``, which probes its organisms; the
+ground-truth features before the scripts that read them, the probe's held-out figures before
+the shipped judge, the shipped judge before the steering it judges: `DEPENDS`); once
 nothing is left to start, the jobs still running share the idle lanes' threads (SIGUSR1, which
 ``_common.start`` handles). The output of each goes to ``out/study/logs/<name>.log``. What
 exists is reused, not recomputed: each script loads its finished stages from ``<out>/stages/``
@@ -15,8 +17,14 @@ and the organisms it already trained in ``out/``. The minutes of every analysis 
 ``out/study/times.json`` (``out/study/quick/times.json`` with ``--quick``) as each finishes, so
 an interrupted study still says where the time went; ``total`` is the wall clock of the whole
 run. The full run writes ``docs/results/study_times.json`` (rendered into docs/benchmarks.md)
-and ends with ``analyses/render_results.py``; the quick one writes outside ``docs/results`` and
-renders nothing.
+and ends with ``analyses/render_results.py`` and ``analyses/ground_truth_docs.py``; the quick
+one writes outside ``docs/results`` and renders nothing.
+
+The ground-truth scripts (`GROUND_TRUTH`) read the EM papers' judged answers, which are not in
+the repository (``analyses/_reference.py`` says where they are looked for): without them the
+study prints that it skipped those scripts and why, and runs the rest. ``--quick`` skips them
+too: they have no smoke options (their layers and the 4,000 answers are SmolLM2's and the
+papers'; a tiny model has neither).
 """
 
 from __future__ import annotations
@@ -30,14 +38,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from _reference import reference_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out/study"
 # The longest first, so that the lanes finish close together; lora_probes as soon as the
-# organisms it probes exist (last in the 2026-12-02 run, it ran 4 minutes alone at the end).
+# organisms it probes exist (last in the 2026-12-02 run, it ran 4 minutes alone at the end);
+# the ground-truth chain (features, probe, ship, steering: about 95 minutes on one thread from
+# nothing) starts first, each step as soon as the one before is done.
 ORDER = (
+    "ground_truth_features",
     "organisms",
+    "ground_truth_probe",
+    "ground_truth_ship",
+    "ground_truth_steering",
     "elasticity",
+    "ground_truth_convergence",
     "steering_sweep",
     "lora_probes",
     "phase_change",
@@ -46,6 +64,9 @@ ORDER = (
     "direction_methods",
     "em_vs_refusal",
 )
+GROUND_TRUTH = tuple(name for name in ORDER if name.startswith("ground_truth_"))
+# After the analyses: the pages rendered from their JSON (no model, no reference data).
+RENDER = ("render_results", "ground_truth_docs")
 QUICK_DIR = OUT / "quick"
 RECORD = ROOT / "docs/results/study_times.json"  # what docs/benchmarks.md is rendered from
 TINY = ("--model", "tiny-llama")
@@ -74,7 +95,28 @@ def quick_options(name: str) -> list[str]:
     return [*TINY, *options, "--out", str(out)]
 
 
-DEPENDS = {"lora_probes": "organisms"}  # probes the organisms that organisms.py trains
+DEPENDS = {
+    "lora_probes": ("organisms",),  # probes the organisms that organisms.py trains
+    # they read the features it caches (two writing one cache file at once would clash)
+    "ground_truth_convergence": ("ground_truth_features",),
+    "ground_truth_probe": ("ground_truth_features",),
+    "ground_truth_ship": ("ground_truth_probe",),  # stamps the probe's held-out figures
+    "ground_truth_steering": ("ground_truth_ship",),  # judges with the shipped probe
+}
+QUICK_SKIP = (
+    "no smoke options: the ground-truth scripts read the papers' 4,000 judged answers through "
+    "SmolLM2 at its own layers"
+)
+
+
+def skip_reason(name: str, quick: bool) -> str | None:
+    """Why the study leaves ``name`` out (a ground-truth script in a quick run or without the
+    reference data), or None when it runs."""
+    if name not in GROUND_TRUTH:
+        return None
+    return QUICK_SKIP if quick else reference_missing()
+
+
 SETTLED = 60.0  # seconds: a job has installed its SIGUSR1 handler (_common.start) by then
 
 
@@ -114,7 +156,7 @@ def run_lanes(
         for name in list(pending):
             if len(running) >= lanes:
                 break
-            if DEPENDS.get(name) in pending or DEPENDS.get(name) in running:
+            if any(d in pending or d in running for d in DEPENDS.get(name, ())):
                 continue
             pending.remove(name)
             log = (logs / f"{name}.log").open("w")
@@ -137,30 +179,45 @@ def run_lanes(
             print(f"study: {name} took {times[name]:.1f} min", flush=True)
 
 
-def study(quick: bool, only: list[str] | None = None, lanes: int = 2) -> dict[str, float]:
+def plan(
+    quick: bool, only: list[str] | None, threads: int
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The analyses to run (name -> command) in `ORDER`, ``only`` those named, and those
+    left out with the reason (`skip_reason`)."""
+    jobs, skipped = {}, {}
+    for name in ORDER:
+        if only is not None and name not in only:
+            continue
+        reason = skip_reason(name, quick)
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        options = quick_options(name) if quick else []
+        script = str(ROOT / f"analyses/{name}.py")
+        jobs[name] = [sys.executable, script, *options, "--threads", str(threads)]
+    return jobs, skipped
+
+
+def study(quick: bool, only: list[str] | None = None, lanes: int = 2) -> dict[str, Any]:
     """Run the analyses (``only`` those named), ``lanes`` processes at a time with the cores
-    shared out among them, then render; return the minutes (``total``: wall clock)."""
+    shared out among them, then render; return the minutes (``total``: wall clock) and, under
+    ``skipped``, the analyses left out and why."""
     path = (QUICK_DIR if quick else OUT) / "times.json"
     # a partial run (--only) keeps the other stages' last minutes; a whole run starts afresh
-    times: dict[str, float] = json.loads(path.read_text()) if only and path.exists() else {}
+    times: dict[str, Any] = json.loads(path.read_text()) if only and path.exists() else {}
     threads = max(1, (os.cpu_count() or 1) // lanes)
-    jobs = {
-        name: [
-            sys.executable,
-            str(ROOT / f"analyses/{name}.py"),
-            *(quick_options(name) if quick else []),
-            "--threads",
-            str(threads),
-        ]
-        for name in ORDER
-        if only is None or name in only
-    }
+    jobs, skipped = plan(quick, only, threads)
+    times.pop("skipped", None)
+    if skipped:
+        times["skipped"] = skipped
+    for name, reason in skipped.items():
+        print(f"study: {name} skipped: {reason}", flush=True)
     t0 = time.perf_counter()
     run_lanes(jobs, lanes, times, path, threads)
     if not quick:
         record(times, lanes, round((time.perf_counter() - t0) / 60, 2))
-        render = [sys.executable, str(ROOT / "analyses/render_results.py")]
-        run_lanes({"render_results": render}, 1, times, path)
+        render = {name: [sys.executable, str(ROOT / f"analyses/{name}.py")] for name in RENDER}
+        run_lanes(render, 1, times, path)
     # the whole study's minutes: wall clock; after a partial run, the sum (an upper bound)
     wall = round((time.perf_counter() - t0) / 60, 2)
     times["total"] = wall if only is None else round(sum(times[n] for n in ORDER if n in times), 2)
@@ -174,7 +231,7 @@ def stage_seconds(name: str) -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def record(times: dict[str, float], lanes: int, wall: float) -> None:
+def record(times: dict[str, Any], lanes: int, wall: float) -> None:
     """Write ``docs/results/study_times.json``: minutes per analysis (wall clock, model loading
     and training included) and each analysis's stage seconds, for docs/benchmarks.md."""
     commit = subprocess.run(
@@ -191,6 +248,7 @@ def record(times: dict[str, float], lanes: int, wall: float) -> None:
                 "wall_minutes": wall,
                 "minutes": {n: times[n] for n in ORDER if n in times},
                 "stage_seconds": {n: stage_seconds(n) for n in ORDER if n in times},
+                **({"skipped": times["skipped"]} if times.get("skipped") else {}),
             },
             indent=1,
         )
@@ -204,8 +262,10 @@ def last_minutes(quick: bool = False) -> str:
     if not path.exists():
         return f"study_minutes: not measured (no {path.relative_to(ROOT)}; run make study)"
     times = json.loads(path.read_text())
-    missing = [n for n in ORDER if n not in times]
+    skipped = times.get("skipped", {})
+    missing = [n for n in ORDER if n not in times and n not in skipped]
     note = f"; missing stages: {', '.join(missing)}" if missing else ""
+    note += f"; skipped: {', '.join(skipped)}" if skipped else ""
     return f"study_minutes: {times.get('total', 0):.0f} (target <= 60){note}"
 
 

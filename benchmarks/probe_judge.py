@@ -2,8 +2,9 @@
 
     make bench            # or: .venv/bin/python benchmarks/probe_judge.py [--reference DIR]
 
-Reads the EM papers' judged answers of 10 organisms (``../shared/data/em-reference``; skipped
-with a message when absent) through SmolLM2 (answer-token means, cached in
+Reads the EM papers' judged answers of 10 organisms (``--reference``, else
+``$EMLENS_REFERENCE``, else ``../shared/data/em-reference``, as ``analyses/_reference.py`` finds
+them; skipped with a message when absent) through SmolLM2 (answer-token means, cached in
 ``out/ground_truth/features``: the first run reads 4,000 answers, later runs only fit), fits
 the probe judge leaving one base model out, then one domain out, and prints one line per
 figure, ``name: value (target)``, beside the naive probe of issue 14 measured in the same run.
@@ -23,9 +24,8 @@ from emlens.eval.probe.labelled import labelled_organism
 from emlens.eval.probe.validation import fit_on, leave_group_out, summary
 from emlens.eval.reference import read_organisms
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-reference"
-CACHE = Path("out/ground_truth/features")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
+
 TARGETS = {
     "auc_mean": ">= 0.95",
     "auc_min": "",
@@ -41,18 +41,23 @@ def line(name: str, value: float, note: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reference", default=str(REFERENCE))
+    p.add_argument("--reference", help="the EM papers' reference folder")
     p.add_argument("--method", default="pcc", choices=["cc", "acc", "pcc", "pacc"])
     a = p.parse_args()
-    if not Path(a.reference).is_dir():
-        print(f"probe_judge: skipped, no reference data at {a.reference}")
+    from _reference import reference_folder, reference_missing  # analyses/
+
+    if reference_missing(a.reference):
+        print(f"probe_judge: skipped, {reference_missing(a.reference)}")
         return
     torch.set_num_threads(2)
-    from ground_truth_baselines import naive_probe
+    from _ground_truth import CACHE, naive_probe
+
+    reference = reference_folder(a.reference)
 
     model = load_model("smollm2")
     layers = list(range(model.cfg.n_layers))
-    orgs = [labelled_organism(model, o.judged, layers, CACHE) for o in read_organisms(a.reference)]
+    features = CACHE / "features"
+    orgs = [labelled_organism(model, o.judged, layers, features) for o in read_organisms(reference)]
     for by in ("base_model", "domain"):
         rows = leave_group_out(orgs, by, lambda tr: fit_on(tr, "smollm2", by="base_model"))
         s = summary(rows, a.method)

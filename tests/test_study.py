@@ -1,4 +1,5 @@
-"""``analyses/study.py`` (make study): its quick options parse in every script, and its
+"""``analyses/study.py`` (make study): its quick options parse in every script, the
+ground-truth scripts are skipped with a reason without their data or in a quick run, and its
 ``study_minutes`` line reads the last times file. Nothing here runs an analysis."""
 
 from __future__ import annotations
@@ -18,15 +19,22 @@ sys.path.insert(0, str(ROOT / "analyses"))
 study = importlib.import_module("study")
 
 
-def test_every_script_of_the_commands_table_is_in_the_study():
+def test_every_script_of_the_commands_tables_is_in_the_study():
     text = (ROOT / "analyses/README.md").read_text().split("## Commands")[1]
-    table = text.split("The ground-truth scripts")[0]
+    table, ground_truth = text.split("The ground-truth scripts")
     named = set(re.findall(r"analyses/(\w+)\.py", table))
-    assert named == set(study.ORDER)
-    assert study.ORDER.index("organisms") < study.ORDER.index("lora_probes")
+    assert named == set(study.ORDER) - set(study.GROUND_TRUTH)
+    named = set(re.findall(r"`(ground_truth_\w+)\.py`", ground_truth))
+    assert named == {*study.GROUND_TRUTH, "ground_truth_docs"}
+    assert "ground_truth_docs" in study.RENDER
+    for name, needs in study.DEPENDS.items():  # what a script needs comes first
+        assert all(study.ORDER.index(n) < study.ORDER.index(name) for n in needs)
 
 
-@pytest.mark.parametrize("name", study.ORDER)
+QUICK = [n for n in study.ORDER if n not in study.GROUND_TRUTH]
+
+
+@pytest.mark.parametrize("name", QUICK)
 def test_quick_options_parse_in_the_script(name, tmp_path, monkeypatch):
     common = importlib.import_module("_common")
     script = importlib.import_module(name)
@@ -34,6 +42,26 @@ def test_quick_options_parse_in_the_script(name, tmp_path, monkeypatch):
     run = common.start(f"{name}.py", script.__doc__, script.options, study.quick_options(name))
     assert run.args.model == "tiny-llama"
     assert Path(run.args.out).is_relative_to(tmp_path)
+
+
+def test_ground_truth_is_skipped_with_its_reason_without_the_data_and_in_a_quick_run(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EMLENS_REFERENCE", str(tmp_path / "nowhere"))
+    jobs, skipped = study.plan(quick=False, only=None, threads=1)
+    assert list(jobs) == QUICK and list(skipped) == list(study.GROUND_TRUTH)
+    assert all("emlens fetch-reference" in why and "nowhere" in why for why in skipped.values())
+    jobs, skipped = study.plan(quick=True, only=None, threads=1)
+    assert list(jobs) == QUICK and set(skipped.values()) == {study.QUICK_SKIP}
+
+
+def test_ground_truth_runs_where_the_reference_data_is(tmp_path, monkeypatch):
+    (tmp_path / "responses").mkdir()
+    (tmp_path / "responses/org.csv.gz").touch()
+    monkeypatch.setenv("EMLENS_REFERENCE", str(tmp_path))
+    jobs, skipped = study.plan(quick=False, only=["ground_truth_probe", "circuits"], threads=1)
+    assert skipped == {} and list(jobs) == ["ground_truth_probe", "circuits"]
+    assert jobs["ground_truth_probe"][-2:] == ["--threads", "1"]
 
 
 def test_study_minutes_reads_the_last_times_file(tmp_path, monkeypatch):
@@ -46,6 +74,11 @@ def test_study_minutes_reads_the_last_times_file(tmp_path, monkeypatch):
     del times["circuits"]
     (tmp_path / "times.json").write_text(json.dumps(times))
     assert study.last_minutes().endswith("missing stages: circuits")
+    for name in study.GROUND_TRUTH:
+        del times[name]
+    times["skipped"] = dict.fromkeys(study.GROUND_TRUTH, "no reference data")
+    (tmp_path / "times.json").write_text(json.dumps(times))
+    assert study.last_minutes().endswith(f"circuits; skipped: {', '.join(study.GROUND_TRUTH)}")
 
 
 CHILD = """
