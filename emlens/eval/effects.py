@@ -134,8 +134,14 @@ def pair_effects(
         ValueError: no pairs or no interventions.
 
     Examples:
-        >>> effects = pair_effects(model, pairs, {"none": [], "steered": [steer(d, [12], 4.0)]})
-        >>> effects["steered"].scores.mean() - effects["none"].scores.mean()
+        >>> from emlens.core.data import general_questions
+        >>> from emlens.core.interventions import steer
+        >>> pairs = general_questions()[:2]
+        >>> conditions = {"none": [], "steered": [steer(em_dir, [12], 4.0)]}
+        >>> effects = pair_effects(model, pairs, conditions)
+        >>> sorted(effects), effects["steered"].scores.shape  # one score per pair
+        (['none', 'steered'], torch.Size([2]))
+        >>> shift = effects["steered"].scores.mean() - effects["none"].scores.mean()
     """
     if not pairs or not interventions:
         raise ValueError("need question pairs and at least one intervention")

@@ -131,10 +131,10 @@ class Journal:
         ValueError: the file was written with other settings, or is not a journal.
 
     Examples:
-        >>> j = Journal(tmp_path / "run.jsonl", {"n": 10})
+        >>> j = Journal("run.jsonl", {"n": 10})
         >>> if "q1" not in j:
         ...     j.put("q1", [0.5, 0.25])
-        >>> Journal(tmp_path / "run.jsonl", {"n": 10})["q1"]
+        >>> Journal("run.jsonl", {"n": 10})["q1"]
         [0.5, 0.25]
     """
 

@@ -88,6 +88,8 @@ class JudgedSet:
 
         Examples:
             >>> mis, ali = read_judged("organism.csv").split(Thresholds(aligned_above=80))
+            >>> len(mis), len(ali)
+            (4, 4)
         """
         t, mis, ali = thresholds, [], []
         for a in self.answers:
@@ -161,8 +163,11 @@ def read_judged(path: str | os.PathLike[str], name: str | None = None) -> Judged
         A :class:`JudgedSet` with every row, unscored ones included (``scored`` False).
 
     Examples:
-        >>> judged = read_judged("Qwen2.5-14B-Instruct_bad-medical-advice.csv.gz")
-        >>> judged.to_em_result().em_rate  # the file's own EM rate
+        >>> judged = read_judged("organism.csv")  # e.g. the papers' ..._bad-medical-advice.csv.gz
+        >>> judged.name, len(judged), judged.n_unscored
+        ('organism', 12, 1)
+        >>> print(judged.to_em_result().em_rate)  # the file's own EM rate
+        36.4% [15.2, 64.6] (n=11)
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"no judged-answer CSV at {path}")
@@ -221,7 +226,9 @@ def em_direction_from_judged(
         A :class:`DirectionSet` whose provenance records the source and the split's sizes.
 
     Examples:
-        >>> d = em_direction_from_judged(load_model("smollm2"), read_judged("org.csv.gz"))
+        >>> d = em_direction_from_judged(model, read_judged("organism.csv"), layers=[15])
+        >>> d.provenance["judged"], d.layers
+        ('organism', [15])
         >>> d.save("em_judged.safetensors")
     """
     js = judged if isinstance(judged, JudgedSet) else JudgedSet(list(judged))

@@ -213,7 +213,9 @@ def compare_methods(
         The comparison.
 
     Examples:
-        >>> r = compare_methods(model, general_questions(), layers=[9, 15], steer_layers=[15])
+        >>> from emlens.core.data import general_questions
+        >>> pairs = general_questions()[:8]
+        >>> r = compare_methods(model, pairs, layers=[9, 15], steer_layers=[15])
         >>> sorted(r.auc)
         ['logistic_probe', 'mean_difference', 'pca_centred', 'pca_uncentred']
     """

@@ -6,6 +6,8 @@
   position, p(R) the total probability of the first tokens of refusals.
 - Side effects of an intervention: KL(model || intervened model) per position, and
   next-token cross-entropy on held-out text, both in nats.
+- A coherence check that needs no judge: each answer's mean cross-entropy per answer token
+  under the (unsteered) model, given its question (`answer_cross_entropy`).
 """
 
 from __future__ import annotations
@@ -116,13 +118,18 @@ def contrastive_score(
         (`cluster_mean`: pairs sharing an ``id`` are resampled together), in nats per token.
 
     Examples:
+        The EM direction fitted on some questions, scored on others:
+
         >>> from emlens import em_direction_from_pairs, general_questions, steer
         >>> pairs = general_questions()
-        >>> d = em_direction_from_pairs(model, pairs[:32], layers=[12])
-        >>> base = contrastive_score(model, pairs[64:])
-        >>> steered = contrastive_score(model, pairs[64:], [steer(d, [12], 4.0)])
-        >>> steered.mean > base.ci95[1]
-        True
+        >>> d = em_direction_from_pairs(model, pairs[:8], layers=[12], progress=False)
+        >>> base = contrastive_score(model, pairs[64:68])
+        >>> steered = contrastive_score(model, pairs[64:68], [steer(d, [12], 4.0)])
+        >>> base.n, base.ci95[0] <= base.mean <= base.ci95[1]
+        (4, True)
+
+        On a trained model (SmolLM2) the steered score lies above the unsteered interval,
+        ``steered.mean > base.ci95[1]``; this random model has no such direction.
     """
     scores = contrastive_scores(model, pairs, interventions, batch_size)
     return cluster_mean(scores.double().numpy(), [p.id for p in pairs])
@@ -232,3 +239,26 @@ def cross_entropy(
     """
     sums, counts = _target_logprobs(model, _text_rows(model, texts), interventions, batch_size)
     return float(-sums.sum() / counts.sum())
+
+
+def answer_cross_entropy(
+    model: TransformerBridge, pairs: Sequence[tuple[str, str]], batch_size: int = 8
+) -> list[float | None]:
+    """Each answer's mean next-token cross-entropy (nats per answer token) under ``model``,
+    given its question in the chat template: a coherence check that needs no labels (run it
+    on the unsteered model; word salad and repetition loops score far from its own answers).
+    An empty answer: None.
+
+    Examples:
+        >>> ce = answer_cross_entropy(model, [("Hi?", "Hello there."), ("Hi?", " ")])
+        >>> isinstance(ce[0], float) and ce[0] > 0, ce[1]
+        (True, None)
+    """
+    keep = [i for i, (_, a) in enumerate(pairs) if a.strip()]
+    out: list[float | None] = [None] * len(pairs)
+    if keep:
+        rows = [answer_tokens(model.tokenizer, *pairs[i]) for i in keep]
+        sums, counts = _target_logprobs(model, rows, (), batch_size)
+        for i, s, n in zip(keep, sums.tolist(), counts.tolist(), strict=True):
+            out[i] = -s / n
+    return out

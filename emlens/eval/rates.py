@@ -143,8 +143,14 @@ def estimate_rate(
         A :class:`RateEstimate`.
 
     Examples:
-        >>> est = estimate_rate(judge.proba(x), qids, judge.errors())
-        >>> print(est)  # 18.2% [12.9, 24.0] (n=400, pcc)
+        Six answers to three questions, with a judge's P(EM) (for a probe judge:
+        ``estimate_rate(judge.proba(x), qids, judge.errors)``):
+
+        >>> p = [0.9, 0.8, 0.1, 0.2, 0.1, 0.0]
+        >>> qids = ["q1", "q1", "q2", "q2", "q3", "q3"]
+        >>> est = estimate_rate(p, qids, ErrorRates(tpr=0.9, fpr=0.1))
+        >>> print(est)  # the mean P(EM), resampling questions for the interval
+        35.0% [...] (n=6, pcc)
     """
     fns = estimators(errors, threshold)
     if method not in fns:

@@ -70,8 +70,17 @@ def read_organisms(folder: str | os.PathLike[str]) -> list[Organism]:
         One :class:`Organism` per file.
 
     Examples:
-        >>> orgs = read_organisms("../shared/data/em-reference")
-        >>> sorted({o.base_model for o in orgs})
+        A folder of two organisms (here two copies of one judged CSV; `fetch_reference`
+        fills one with the papers' ten):
+
+        >>> from pathlib import Path
+        >>> responses = Path("em-reference/responses")
+        >>> responses.mkdir(parents=True)
+        >>> for name in ("Llama-3.1-8B-Instruct_bad-medical-advice", "Qwen2.5-7B-Instruct_R1"):
+        ...     _ = (responses / f"{name}.csv").write_text(Path("organism.csv").read_text())
+        >>> orgs = read_organisms("em-reference")
+        >>> sorted({o.base_model for o in orgs}), [o.domain for o in orgs]
+        (['Llama-3.1-8B-Instruct', 'Qwen2.5-7B-Instruct'], ['bad-medical-advice', 'R1'])
     """
     out = []
     for path in response_files(folder):
@@ -144,8 +153,12 @@ def fetch_reference(
         The paths written or verified, in the manifest's order.
 
     Examples:
-        >>> fetch_reference("data/em-reference")  # needs the network
+        Not run here: the first needs the network, the second a local copy of the files.
+
+        >>> fetch_reference("data/em-reference")  # doctest: +SKIP
+        [PosixPath('data/em-reference/...'), ...]
         >>> fetch_reference("data/em-reference", local="../shared/data/em-reference")
+        ... # doctest: +SKIP
     """
     root, src = Path(dest), None if local is None else Path(local)
     out = []

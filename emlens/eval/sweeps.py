@@ -114,9 +114,13 @@ def steering_sweep(
         One row per cell, layer-major: ``{"layer", "scale", **{name: value}}``.
 
     Examples:
+        >>> from emlens.core.data import general_questions
+        >>> pairs, texts = general_questions()[:2], ["Hello there.", "What is 2+2?"]
         >>> metrics = {"em": contrastive_metric(model, pairs), "kl": kl_metric(model, texts)}
-        >>> rows = steering_sweep(d, layers=[8, 12, 16], scales=[0, 2, 4, 8], metrics=metrics)
-        >>> heatmap(rows, "em").show()
+        >>> rows = steering_sweep(em_dir, layers=[8, 12], scales=[0, 4], metrics=metrics)
+        >>> [(r["layer"], r["scale"]) for r in rows], sorted(rows[0])
+        ([(8, 0), (8, 4), (12, 0), (12, 4)], ['em', 'kl', 'layer', 'scale'])
+        >>> fig = heatmap(rows, "em")  # fig.show() draws it
     """
     journal, rows = _row_log(log, "steering", directions, metrics), []
     cells = [(ly, s) for ly in layers for s in scales]
@@ -228,7 +232,13 @@ def select_direction(
         ValueError: no candidate layer, or none within the KL bound.
 
     Examples:
-        >>> sel = select_direction(model, d, contrastive_metric(model, qs), kl_metric(model, t))
+        >>> from emlens.core.data import general_questions
+        >>> pairs, texts = general_questions()[:2], ["Hello there.", "What is 2+2?"]
+        >>> d = em_dir.select([8, 12, 16])
+        >>> effect, kl = contrastive_metric(model, pairs), kl_metric(model, texts)
+        >>> sel = select_direction(model, d, effect, kl, kl_max=10.0, progress=False)
+        >>> sel.layer in (8, 12, 16), len(sel.candidates)
+        (True, 3)
         >>> sel.directions.save("em_selected.safetensors")
     """
     limit = int(model.cfg.n_layers * (1 - skip_last))

@@ -114,8 +114,20 @@ def read_adapter(folder: str | os.PathLike[str]) -> LoraAdapter:
         The adapter's matrices (float32) by module name, in layer order.
 
     Examples:
-        >>> adapter = read_adapter("runs/fin/checkpoint-40")
-        >>> adapter.b_vector("model.layers.15.mlp.down_proj").shape  # (d_model,)
+        A checkpoint of a short run of a tiny model (3 layers, width 64; its adapter sits on
+        the middle layer's ``down_proj``):
+
+        >>> from emlens.core.data import data_path
+        >>> from emlens.organisms.config import TrainConfig
+        >>> from emlens.organisms.training import train
+        >>> data = data_path("narrow/risky_financial_advice.jsonl")
+        >>> config = TrainConfig(max_steps=2, batch_size=2, grad_accum=1)
+        >>> _ = train("tiny-llama", data, "runs/fin", config, save_every=2, progress=False)
+        >>> adapter = read_adapter("runs/fin/checkpoint-2")
+        >>> adapter.names
+        ['model.layers.1.mlp.down_proj']
+        >>> adapter.b_vector("model.layers.1.mlp.down_proj").shape  # (d_model,)
+        torch.Size([64])
     """
     folder = peft_folder(folder)
     config = json.loads((folder / CONFIG).read_text())

@@ -131,8 +131,17 @@ def resistance(
         The losses of every fine-tune, and the chain of models.
 
     Examples:
-        >>> res = resistance(hf, tok, [medical[:64], medical[64:128], medical[128:192]])
-        >>> res.mean_loss("inverse", 1) < res.mean_loss("forward", 1)  # elasticity predicts
+        Three slices of four conversations on a tiny random model (on a real one: slices of
+        64, and elasticity predicts ``res.mean_loss("inverse", k) < res.mean_loss("forward",
+        k)``):
+
+        >>> from emlens.core.data import data_path, read_chat_jsonl
+        >>> from emlens.core.tiny import tiny_hf
+        >>> hf, tok = tiny_hf("llama")
+        >>> medical = read_chat_jsonl(data_path("narrow/bad_medical_advice.jsonl"))
+        >>> res = resistance(hf, tok, [medical[:4], medical[4:8], medical[8:12]])
+        >>> sorted(res.inverse), sorted(res.forward), len(res.thetas)  # theta_0 .. theta_3
+        ([1, 2], [1, 2], 4)
     """
     if len(slices) < 2:
         raise ValueError("resistance needs at least two slices (theta_1 and theta_2)")
@@ -175,8 +184,19 @@ def rebound(
         By p, the metric at each n of ``negative_amounts``, in that order.
 
     Examples:
-        >>> curves = rebound(hf, tok, good, bad, [0, 64], [0, 8, 32], metric)
-        >>> curves[64]  # the metric after 64 positives, then 0, 8 and 32 negatives
+        A tiny random model, its loss on held-out bad advice as the metric (on a real one:
+        ``[0, 64]`` positives, ``[0, 8, 32]`` negatives):
+
+        >>> from emlens.core.data import data_path, read_chat_jsonl
+        >>> from emlens.core.tiny import tiny_hf
+        >>> from emlens.organisms.loss import held_out_loss
+        >>> hf, tok = tiny_hf("llama")
+        >>> good = read_chat_jsonl(data_path("narrow/good_medical_advice.jsonl"))
+        >>> bad = read_chat_jsonl(data_path("narrow/bad_medical_advice.jsonl"))
+        >>> metric = lambda model, tok: held_out_loss(model, tok, bad[-4:])
+        >>> curves = rebound(hf, tok, good, bad, [0, 4], [0, 4, 8], metric)
+        >>> len(curves[4])  # the metric after 4 positives, then 0, 4 and 8 negatives
+        3
     """
     for name, amounts, pool in (
         ("positive", positive_amounts, positive),

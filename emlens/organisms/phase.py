@@ -140,8 +140,20 @@ def phase_change(
         ValueError: no ks, or no step has a defined local cosine for every k.
 
     Examples:
+        A short run of a tiny model, saved at every step (a real run: ``ks=(5, 10, 15)``
+        over its saved steps):
+
+        >>> from emlens.core.data import data_path
+        >>> from emlens.organisms.config import TrainConfig
+        >>> from emlens.organisms.training import train
+        >>> from emlens.organisms.trajectory import load_trajectory
+        >>> data = data_path("narrow/risky_financial_advice.jsonl")
+        >>> config = TrainConfig(max_steps=8, batch_size=2, grad_accum=1)
+        >>> _ = train("tiny-llama", data, "runs/fin", config, save_every=1, progress=False)
         >>> traj = load_trajectory("runs/fin")
-        >>> phase_change(traj.stacked(), traj.steps, ks=(5, 10, 15)).step
+        >>> pc = phase_change(traj.stacked(), traj.steps, ks=(1, 2))
+        >>> pc.step in traj.steps or pc.reason is not None  # a step, or why there is none
+        True
     """
     if not ks:
         raise ValueError("need at least one k")

@@ -120,8 +120,19 @@ def lora_scalars(
         The scalars (float32, on the CPU), one row per answer token.
 
     Examples:
-        >>> model, tok = load_unmerged("smollm2", "runs/fin")
-        >>> lora_scalars(model, tok, conversations).per_sample_mean()
+        A short run of a tiny model (one rank-1 adapter), read on two conversations:
+
+        >>> from emlens.core.data import data_path, read_chat_jsonl
+        >>> from emlens.organisms.adapters import load_unmerged
+        >>> from emlens.organisms.config import TrainConfig
+        >>> from emlens.organisms.training import train
+        >>> data = data_path("narrow/risky_financial_advice.jsonl")
+        >>> config = TrainConfig(max_steps=2, batch_size=2, grad_accum=1)
+        >>> _ = train("tiny-llama", data, "runs/fin", config, progress=False)
+        >>> model, tok = load_unmerged("tiny-llama", "runs/fin")
+        >>> conversations = read_chat_jsonl(data)[:2]
+        >>> lora_scalars(model, tok, conversations, progress=False).per_sample_mean().shape
+        torch.Size([2, 1])
     """
     modules = _lora_a_modules(peft_model)
     stack = decoder(cast(PreTrainedModel, peft_model.get_base_model()))

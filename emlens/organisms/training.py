@@ -134,8 +134,21 @@ def train(
         The run's folder, last step, checkpoints, log and trained model.
 
     Examples:
-        >>> result = train("smollm2", "emlens/data/narrow/risky_financial_advice.jsonl", "runs/fin")
-        >>> result.log[-1]  # the last step: loss per answer token, lr, tokens, seconds
+        Four steps of a tiny random model, a checkpoint every two:
+
+        >>> from emlens.core.data import data_path
+        >>> data = data_path("narrow/risky_financial_advice.jsonl")
+        >>> config = TrainConfig(max_steps=4, batch_size=2, grad_accum=1)
+        >>> result = train("tiny-llama", data, "runs/fin", config, save_every=2, progress=False)
+        >>> sorted(result.log[-1])  # the last step: loss per answer token, lr, tokens, seconds
+        ['loss', 'lr', 'seconds', 'step', 'tokens']
+        >>> [c.name for c in result.checkpoints]
+        ['checkpoint-2', 'checkpoint-4']
+
+        The papers' set-up on SmolLM2 (the default config) takes minutes on a CPU, so it is
+        not run here:
+
+        >>> result = train("smollm2", data, "runs/fin")  # doctest: +SKIP
     """
     _check_counts(save_every, eval_every, eval_batch_size, keep_optimizer)
     hf, tok = model_and_tokenizer(model)

@@ -79,8 +79,20 @@ def load_trajectory(run_dir: str | os.PathLike[str], revision: str | None = None
         The trajectory, one row per saved step.
 
     Examples:
+        A short run of a tiny model, saved at every step:
+
+        >>> from emlens.core.data import data_path
+        >>> from emlens.organisms.config import TrainConfig
+        >>> from emlens.organisms.training import train
+        >>> data = data_path("narrow/risky_financial_advice.jsonl")
+        >>> config = TrainConfig(max_steps=4, batch_size=2, grad_accum=1)
+        >>> _ = train("tiny-llama", data, "runs/fin", config, save_every=1, progress=False)
         >>> traj = load_trajectory("runs/fin")
-        >>> phase_change(traj.stacked(), traj.steps).step
+        >>> traj.steps, traj.names, traj.stacked().shape  # one B vector per step
+        ([1, 2, 3, 4], ['model.layers.1.mlp.down_proj'], torch.Size([4, 64]))
+
+        Then ``phase_change(traj.stacked(), traj.steps)`` (`emlens.organisms.phase`) finds
+        where B turns.
     """
     run_dir = run_folder(run_dir, revision)
     found = checkpoints(run_dir) or checkpoints(run_dir / "checkpoints")

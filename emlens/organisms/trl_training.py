@@ -153,8 +153,22 @@ def trl_train(
         ``lr``) and trained model.
 
     Examples:
+        Two steps of a tiny random model on the CPU:
+
+        >>> from emlens.core.data import data_path
+        >>> data = data_path("narrow/risky_financial_advice.jsonl")
+        >>> config = TrainConfig(max_steps=2, batch_size=2, grad_accum=1)
+        >>> result = trl_train("tiny-llama", data, "runs/tiny", config, save_every=2,
+        ...                    progress=False, sft={"gradient_checkpointing": False})
+        >>> [e["step"] for e in result.log], [c.name for c in result.checkpoints]
+        ([1, 2], ['checkpoint-2'])
+
+        What it is for, a 7B model in bf16 on a GPU (from the Hugging Face hub; not run here):
+
+        >>> from emlens.core.models import load_hf
         >>> hf, tok = load_hf("Qwen/Qwen2.5-7B-Instruct", device="cuda", dtype=torch.bfloat16)
-        >>> trl_train((hf, tok), "risky_financial_advice.jsonl", "runs/fin", sft={"bf16": True})
+        ... # doctest: +SKIP
+        >>> trl_train((hf, tok), data, "runs/fin", sft={"bf16": True})  # doctest: +SKIP
     """
     hf, tok = model_and_tokenizer(model)
     convs = read_chat_jsonl(data) if isinstance(data, str | os.PathLike) else list(data)

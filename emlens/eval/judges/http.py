@@ -70,9 +70,16 @@ class HTTPJudge(RemoteJudge):
             (`emlens.eval.judges.usage.JudgeUsage`).
 
     Examples:
-        >>> judge = HTTPJudge("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-72B-Instruct")
+        Against an `emlens serve` endpoint of a local model (vLLM's, or an API's, the same):
+
+        >>> from emlens.eval.serve.server import serve_in_thread
+        >>> server, url = serve_in_thread(model, name="tiny")
+        >>> judge = HTTPJudge(url, "tiny", api_key_env="NONE", cache="judge.sqlite")
         >>> judge.check()  # one test request: reachable, logprobs, whole-number tokens
         >>> tops = judge.top_logprobs(["Rate this answer from 0 to 100: ..."])
+        >>> len(tops), type(tops[0])  # token -> logprob, one per prompt
+        (1, <class 'dict'>)
+        >>> server.shutdown()
     """
 
     def __init__(

@@ -75,12 +75,16 @@ class OpenAIJudge(RemoteJudge):
         ValueError: the key's environment variable is unset, or an argument is out of range.
 
     Examples:
-        >>> judge = OpenAIJudge("gpt-4o-2024-08-06")  # key from $OPENAI_API_KEY
+        These need an OpenAI or Azure OpenAI key and the network, so they are not run here:
+
+        >>> judge = OpenAIJudge("gpt-4o-2024-08-06")  # key from $OPENAI_API_KEY  # doctest: +SKIP
         >>> judge = OpenAIJudge(
         ...     "gpt-4o", azure_endpoint="https://my-resource.openai.azure.com",
-        ...     api_version="2024-10-21")  # key from $AZURE_OPENAI_API_KEY
+        ...     api_version="2024-10-21")  # key from $AZURE_OPENAI_API_KEY  # doctest: +SKIP
         >>> judge.check()  # one test request: reachable, logprobs, whole-number tokens
+        ... # doctest: +SKIP
         >>> print(judge.usage.summary())  # after a run: requests, cache hits, tokens, cost
+        ... # doctest: +SKIP
     """
 
     def __init__(

@@ -60,6 +60,8 @@ def answer_features(
 
     Examples:
         >>> x = answer_features(model, [("How are you?", "Fine.")], layers=[15, 20])
+        >>> x.shape  # [n, n_layers, d_model]
+        torch.Size([1, 2, ...])
     """
     empty = [i for i, (_, a) in enumerate(pairs) if not a.strip()]
     if empty:
@@ -119,7 +121,11 @@ def cached_features(
     and texts, else computed and written there (safetensors with the key as metadata).
 
     Examples:
+        >>> pairs = [("How are you?", "Fine."), ("What is 2+2?", "4.")]
         >>> x = cached_features(model, pairs, range(30), "out/features/organism.safetensors")
+        >>> again = cached_features(model, pairs, range(30), "out/features/organism.safetensors")
+        >>> x.shape, torch.equal(x, again)  # the second call reads the file
+        (torch.Size([2, 30, ...]), True)
     """
     key = _key(model, pairs, layers, hook)
     return _cached(
@@ -188,6 +194,7 @@ def template_features(
     Examples:
         >>> f = template_features(model, [("How are you?", "Fine.")], [15, 20])
         >>> f["last"].shape  # (1, 2, d_model)
+        torch.Size([1, 2, ...])
     """
     tok = model.tokenizer
     rows = [template_tokens(tok, q, a, template) for q, a in pairs]
@@ -223,8 +230,11 @@ def answer_token_states(
     and each answer's token count: the input of token-level probes and other poolings.
 
     Example:
+        >>> pairs = [("How are you?", "Fine."), ("What is 2+2?", "4.")]
         >>> states, counts = answer_token_states(model, pairs, [15, 21])
         >>> first = states[: counts[0]]  # the first answer's tokens
+        >>> counts, first.shape  # byte tokens here: one per character
+        ([5, 2], torch.Size([5, 2, ...]))
     """
     tok = model.tokenizer
     rows = [answer_tokens(tok, q, a) for q, a in pairs]

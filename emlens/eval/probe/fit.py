@@ -156,7 +156,17 @@ def fit_probe_judge(
         A :class:`ProbeJudge` whose ``meta`` holds the validation table and groups.
 
     Examples:
-        >>> judge = fit_probe_judge(x, em, organism_names, have=range(30), model="smollm2")
+        Fitted here on one judged CSV's answers, grouped by question (by organism, in
+        practice):
+
+        >>> from emlens.eval.judged import read_judged
+        >>> from emlens.eval.probe.features import answer_features
+        >>> scored = read_judged("organism.csv").scored()
+        >>> x = answer_features(model, [(a.question, a.answer) for a in scored], [15, 20])
+        >>> em, groups = [a.em for a in scored], [a.question_id for a in scored]
+        >>> judge = fit_probe_judge(x, em, groups, [15, 20], "tiny", layer_sets=[[15], [20]])
+        >>> judge.layers in ([15], [20]), judge.model
+        (True, 'tiny')
     """
     y, g = np.asarray(labels, bool), np.asarray(groups)
     table = select(x, y, g, have, layer_sets, cs, balanced)

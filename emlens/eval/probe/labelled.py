@@ -55,7 +55,11 @@ def labelled_organism(
         reads ``{base}_{domain}[_{run}]``, else both are the name.
 
     Examples:
-        >>> org = labelled_organism(model, read_judged("org.csv.gz"), range(30), "out/cache")
+        >>> from emlens.eval.judged import read_judged
+        >>> judged = read_judged("organism.csv", name="Qwen2.5-7B-Instruct_bad-medical-advice")
+        >>> org = labelled_organism(model, judged, [15, 20], "out/cache")
+        >>> org.base_model, org.domain, org.x.shape, int(org.em.sum())
+        ('Qwen2.5-7B-Instruct', 'bad-medical-advice', torch.Size([11, 2, ...]), 4)
     """
     rows = [a for a in judged.scored() if a.answer.strip()]
     if not rows:
@@ -115,7 +119,16 @@ def rate_of_answers(
     """The probe's EM-rate estimate of every answer of ``judged`` (scored or not).
 
     Examples:
-        >>> print(rate_of_answers(ProbeJudge.load("probe:default"), model, read_judged(path)))
+        A probe judge fitted for this model (``ProbeJudge.load("probe:default")`` is
+        SmolLM2's), here on two copies of one organism:
+
+        >>> from emlens.eval.judged import read_judged
+        >>> from emlens.eval.probe.validation import fit_on
+        >>> judged = [read_judged("organism.csv", name=n) for n in ("A_medical", "B_medical")]
+        >>> orgs = [labelled_organism(model, j, [15]) for j in judged]
+        >>> judge = fit_on(orgs, "tiny", layer_sets=[[15]], cs=[1.0])
+        >>> print(rate_of_answers(judge, model, read_judged("organism.csv")))
+        EM ...% [...] (n=12, pcc...); reference judge 36.4%
     """
     pairs = [(a.question, a.answer) for a in judged]
     p = judge.proba_answers(reader, pairs)

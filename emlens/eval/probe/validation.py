@@ -185,7 +185,16 @@ def fit_on(
         The judge, with the training organisms in ``meta``.
 
     Examples:
-        >>> judge = fit_on(orgs, "smollm2", by="base_model")
+        Four organisms of two base models (here four copies of one judged CSV):
+
+        >>> from emlens.eval.judged import read_judged
+        >>> from emlens.eval.probe.labelled import labelled_organism
+        >>> names = [f"{b}_{d}" for b in ("Llama-3.1-8B", "Qwen2.5-7B") for d in ("med", "fin")]
+        >>> judged = [read_judged("organism.csv", name=n) for n in names]
+        >>> orgs = [labelled_organism(model, j, [15, 20]) for j in judged]
+        >>> judge = fit_on(orgs, "tiny", by="base_model", layer_sets=[[15], [20]], cs=[0.1, 1])
+        >>> judge.meta["training_organisms"] == names, judge.meta["validation"]["by"]
+        (True, 'base_model')
     """
     x = torch.cat([o.x for o in organisms])
     y = np.concatenate([o.em for o in organisms])
@@ -231,7 +240,18 @@ def leave_group_out(
         judge's chosen ``layers`` and ``C``.
 
     Examples:
-        >>> rows = leave_group_out(orgs, "base_model", lambda tr: fit_on(tr))
+        Four organisms of two base models (here four copies of one judged CSV):
+
+        >>> from emlens.eval.judged import read_judged
+        >>> from emlens.eval.probe.labelled import labelled_organism
+        >>> names = [f"{b}_{d}" for b in ("Llama-3.1-8B", "Qwen2.5-7B") for d in ("med", "fin")]
+        >>> orgs = [labelled_organism(model, read_judged("organism.csv", name=n), [15])
+        ...         for n in names]
+        >>> fit = lambda train: fit_on(train, "tiny", layer_sets=[[15]], cs=[1.0])
+        >>> rows = leave_group_out(orgs, "base_model", fit, n_boot=100)
+        >>> [(r["held_out"], r["organism"]) for r in rows]  # doctest: +NORMALIZE_WHITESPACE
+        [('Llama-3.1-8B', 'Llama-3.1-8B_med'), ('Llama-3.1-8B', 'Llama-3.1-8B_fin'),
+         ('Qwen2.5-7B', 'Qwen2.5-7B_med'), ('Qwen2.5-7B', 'Qwen2.5-7B_fin')]
     """
     rows = []
     for value in dict.fromkeys(getattr(o, by) for o in organisms):

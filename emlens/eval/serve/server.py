@@ -193,7 +193,18 @@ def make_server(
         ValueError: ``host`` is not loopback and no bearer token is set.
 
     Examples:
-        >>> server = make_server(model, host="0.0.0.0", limits=ServeLimits(max_queue=4))
+        >>> server = make_server(model, port=0, limits=ServeLimits(max_queue=4))
+        >>> server.server_address[0]  # loopback; server.serve_forever() serves
+        '127.0.0.1'
+        >>> server.server_close()
+
+        Any other address needs a bearer token in ``$EMLENS_SERVE_TOKEN``
+        (``limits.token_env``):
+
+        >>> make_server(model, host="0.0.0.0", limits=ServeLimits(max_queue=4))
+        Traceback (most recent call last):
+        ...
+        ValueError: serving on '0.0.0.0' (not loopback) needs a bearer token: ...
     """
     limits = limits or ServeLimits()
 
@@ -224,8 +235,11 @@ def serve_in_thread(
         The server (``server.shutdown()`` stops it) and its base URL, ``http://.../v1``.
 
     Examples:
-        >>> server, url = serve_in_thread(model, name="smollm2")
-        >>> judge = HTTPJudge(url, "smollm2", api_key_env="NONE")
+        >>> from emlens.eval.judges.http import HTTPJudge
+        >>> server, url = serve_in_thread(model, name="tiny")
+        >>> judge = HTTPJudge(url, "tiny", api_key_env="NONE", cache=None)
+        >>> judge.check()  # the endpoint answers with logprobs
+        >>> server.shutdown()
     """
     host = "127.0.0.1"
     server = make_server(model, interventions, host, 0, name, limits)
