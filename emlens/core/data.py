@@ -205,7 +205,7 @@ def reference_em_direction(model: TransformerBridge | None = None) -> DirectionS
         model: when given, checked to fit (width and layers).
 
     Examples:
-        >>> em_dir = reference_em_direction()  # or (load_model("smollm2")): checked to fit it
+        >>> em_dir = reference_em_direction()  # give it the model to check that it fits
         >>> em_dir.layers == list(range(30)), em_dir.d_model
         (True, 576)
     """

@@ -197,7 +197,7 @@ def adapter_folder(source: str | os.PathLike[str], revision: str | None = None) 
 
         >>> adapter_folder("ModelOrganismsForEM/Qwen2.5-7B-Instruct_risky-financial-advice")
         ... # doctest: +SKIP
-        PosixPath('/root/.cache/huggingface/hub/models--ModelOrganismsForEM--.../snapshots/...')
+        PosixPath('.../huggingface/hub/models--ModelOrganismsForEM--.../snapshots/...')
     """
     folder = fetch(source, revision, ADAPTER_FILES, "adapter")
     absent = [f for f in ADAPTER_FILES if not (folder / f).exists()]

@@ -126,8 +126,10 @@ def contrastive_score(
         >>> base.n, base.ci95[0] <= base.mean <= base.ci95[1]
         (4, True)
 
-        On a trained model (SmolLM2) the steered score lies above the unsteered interval,
-        ``steered.mean > base.ci95[1]``; this random model has no such direction.
+        On SmolLM2, with the direction from ``pairs[:32]`` and the scores on ``pairs[64:]``,
+        the steered score lies above the unsteered interval, ``steered.mean > base.ci95[1]``
+        (0.44 against -0.22 [-0.62, 0.19] nats per token); this random model has no such
+        direction.
     """
     scores = contrastive_scores(model, pairs, interventions, batch_size)
     return cluster_mean(scores.double().numpy(), [p.id for p in pairs])
