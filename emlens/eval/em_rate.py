@@ -148,8 +148,9 @@ def evaluate_em(
             before anything is generated), or ``journal`` holds another run.
 
     Examples:
-        The model judging its own answers (``make_judge("probe:default", model=...)`` is the
-        offline judge of SmolLM2; GPT-4o or a URL are the papers'):
+        The model judging its own answers (the offline ``make_judge("probe:default",
+        model=model)`` reads them through SmolLM2, loading it when ``model`` is another; GPT-4o
+        or a URL are the papers' judges):
 
         >>> from emlens import em_questions, steer
         >>> from emlens.eval import make_judge

@@ -109,7 +109,14 @@ def make_judge(
         ImportError: ``openai``/``azure`` without the ``openai`` package.
 
     Examples:
+        The shipped probe judge reads answers through SmolLM2: through ``model`` when it is
+        SmolLM2, else through a SmolLM2 it loads (some 15 s on a CPU), so this one is not run
+        here:
+
         >>> judge = make_judge("probe:default", model=model)  # doctest: +SKIP
+
+        A remote judge is only built here (no request is sent until it judges):
+
         >>> judge = make_judge("https://api.openai.com/v1", "gpt-4o-2024-08-06")
         >>> judge.name
         'gpt-4o-2024-08-06'
