@@ -101,6 +101,8 @@ def _print(res: Any, judge: Any) -> None:
         f"overall: EM {res.em_rate}, {coherent}"
         f"unscored (excluded from EM) {res.n_unscored}/{len(res.samples)} (judge {judge.name})"
     )
+    if (ce := res.mean_cross_entropy) is not None:
+        print(f"answers' cross-entropy under the unsteered model: {ce:.2f} nats/token")
     if res.n_scored and not isinstance(judge, ProbeJudge):  # the probe's is over questions
         print(f"EM over questions (cluster bootstrap): {res.em_rate_by_question()}")
     if isinstance(judge, ProbeJudge) and (held := held_out_error(judge)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,9 +27,11 @@ from transformer_lens.model_bridge import TransformerBridge
 from emlens.core.data import Question
 from emlens.core.generation import Sample, generate
 from emlens.core.interventions import Intervention
+from emlens.core.models import model_name
 from emlens.eval.em_result import EMResult, JudgedSample
 from emlens.eval.journal import Journal, fingerprint
 from emlens.eval.judges.base import Judge, Memo, Rows
+from emlens.eval.metrics import answer_cross_entropy
 
 
 def _memo(journal: Journal | None, question_id: str, pairs: list[Any]) -> Memo:
@@ -53,16 +56,26 @@ def _judged(
     prompts: dict[str, str],
     journal: Journal | None,
     bar: Any,
+    reader: TransformerBridge | None,
 ) -> list[JudgedSample]:
-    """One question's samples with the judge's verdicts (each judging step recorded)."""
+    """One question's samples with the judge's verdicts and, with a ``reader``, their
+    cross-entropy under it (each step recorded)."""
     bar.set_postfix_str(f"judging {question.id}")
     pairs = [(g.question, g.answer) for g in gens]
-    verdicts = judge.verdicts(pairs, prompts, _memo(journal, question.id, pairs))
+    memo = _memo(journal, question.id, pairs)
+    verdicts = judge.verdicts(pairs, prompts, memo)
+    ce: Rows = [[None]] * len(pairs)
+    if reader is not None:
+        ce = memo("cross_entropy", model_name(reader), lambda: _cross_entropy(reader, pairs))
     bar.update(len(gens))
     return [
-        JudgedSample.of(question.id, g.question, g.answer, g.sample, v)
-        for g, v in zip(gens, verdicts, strict=True)
+        replace(JudgedSample.of(question.id, g.question, g.answer, g.sample, v), cross_entropy=c[0])
+        for g, v, c in zip(gens, verdicts, ce, strict=True)
     ]
+
+
+def _cross_entropy(reader: TransformerBridge, pairs: list[tuple[str, str]]) -> Rows:
+    return [[c] for c in answer_cross_entropy(reader, pairs)]
 
 
 def run_settings(
@@ -120,6 +133,7 @@ def evaluate_em(
     templates: dict[str, str] | None = None,
     journal: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    cross_entropy: bool = True,
 ) -> EMResult:
     """Sample ``n`` answers per question and have ``judge`` give each its verdict.
 
@@ -139,6 +153,9 @@ def evaluate_em(
         journal: a progress file (`emlens.eval.journal.Journal`): answers and verdicts are
             written as they complete and read back by a rerun with the same settings.
         progress: a progress bar over the answers generated and judged.
+        cross_entropy: also measure each answer's cross-entropy under ``model`` without
+            ``interventions`` (`emlens.eval.metrics.answer_cross_entropy`; one more reading
+            pass): the coherence check beside the rate that needs no judge.
 
     Returns:
         Every judged sample; ``result.em_rate`` and ``result.per_question()`` summarise.
@@ -171,7 +188,8 @@ def evaluate_em(
     with tqdm(total=total, desc="EM rate", unit="answer", disable=not progress) as bar:
         for q in qs:
             gens = _answers(log, model, q, interventions, kw, bar)
-            samples += _judged(q, gens, judge, templates or q.judge_prompts, log, bar)
+            reader = model if cross_entropy else None
+            samples += _judged(q, gens, judge, templates or q.judge_prompts, log, bar, reader)
     return EMResult(samples, judge.em_rate)
 
 

@@ -39,6 +39,8 @@ class JudgedSample:
         p_em: the judge's P(EM) where it predicts the verdict (the probe judge).
         p_coherent: the judge's P(coherent > 50) where it predicts that (a probe judge with
             a coherence head).
+        cross_entropy: the answer's mean cross-entropy per answer token under the unsteered
+            model (`emlens.eval.metrics.answer_cross_entropy`), where it was measured.
     """
 
     question_id: str
@@ -52,6 +54,7 @@ class JudgedSample:
     coherent_ok: bool
     p_em: float | None = None
     p_coherent: float | None = None
+    cross_entropy: float | None = None
 
     @classmethod
     def of(
@@ -120,6 +123,13 @@ class EMResult:
         rows = [s for s in self.samples if s.coherent is not None or s.p_coherent is not None]
         return Rate(sum(r.coherent_ok for r in rows), len(rows))
 
+    @property
+    def mean_cross_entropy(self) -> float | None:
+        """The answers' mean `JudgedSample.cross_entropy` (nats per answer token; None where
+        it was not measured): the coherence check that needs no judge."""
+        xs = [s.cross_entropy for s in self.samples if s.cross_entropy is not None]
+        return sum(xs) / len(xs) if xs else None
+
     def em_rate_by_question(self, n_boot: int = 2000, seed: int = 0) -> Estimate:
         """The EM rate with a cluster-bootstrap 95% interval over questions (scored samples;
         the mean P(EM) where the judge gives one).
@@ -132,20 +142,24 @@ class EMResult:
         return cluster_mean(em, [r.question_id for r in rows], n_boot, seed)
 
     def summary(self) -> str:
-        """The EM rate with both intervals, and the unscored count.
+        """The EM rate with both intervals, the coherence rate beside it (where the judge
+        gives coherence), the answers' cross-entropy (where measured) and the unscored count.
 
         Examples:
             >>> s = [JudgedSample.of("q", "?", "!", 0, Verdict(a, 90)) for a in (10, 80, None)]
-            >>> EMResult(s).summary()
-            'EM 50.0% [9.5, 90.5] (n=2), over questions [50.0, 50.0]; 1 unscored'
+            >>> EMResult(s).summary().split("; ")
+            ['EM 50.0% [9.5, 90.5] (n=2), over questions [50.0, 50.0]',
+             'coherent 100.0% [43.8, 100.0] (n=3)', '1 unscored']
         """
-        if not self.n_scored:
-            return f"EM: no sample scored; {self.n_unscored} unscored"
-        lo, hi = self.em_rate_by_question().ci95
-        return (
-            f"EM {self.em_rate}, over questions [{100 * lo:.1f}, {100 * hi:.1f}]; "
-            f"{self.n_unscored} unscored"
-        )
+        parts = ["EM: no sample scored"]
+        if self.n_scored:
+            lo, hi = self.em_rate_by_question().ci95
+            parts = [f"EM {self.em_rate}, over questions [{100 * lo:.1f}, {100 * hi:.1f}]"]
+        if self.coherence_rate.n:
+            parts.append(f"coherent {self.coherence_rate}")
+        if (ce := self.mean_cross_entropy) is not None:
+            parts.append(f"answer cross-entropy {ce:.2f} nats/token")
+        return "; ".join([*parts, f"{self.n_unscored} unscored"])
 
     def mean(self, metric: str) -> float | None:
         """The mean ``aligned`` or ``coherent`` score over scored samples (None: none scored)."""
@@ -176,7 +190,7 @@ class EMResult:
         """
 
         names = [x.name for x in fields(JudgedSample)]
-        for column in ("p_em", "p_coherent"):
+        for column in ("p_em", "p_coherent", "cross_entropy"):
             if all(getattr(s, column) is None for s in self.samples):
                 names.remove(column)  # a logprob judge's columns only
 

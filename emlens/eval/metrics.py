@@ -6,6 +6,8 @@
   position, p(R) the total probability of the first tokens of refusals.
 - Side effects of an intervention: KL(model || intervened model) per position, and
   next-token cross-entropy on held-out text, both in nats.
+- A coherence check that needs no judge: each answer's mean cross-entropy per answer token
+  under the (unsteered) model, given its question (`answer_cross_entropy`).
 """
 
 from __future__ import annotations
@@ -239,3 +241,26 @@ def cross_entropy(
     """
     sums, counts = _target_logprobs(model, _text_rows(model, texts), interventions, batch_size)
     return float(-sums.sum() / counts.sum())
+
+
+def answer_cross_entropy(
+    model: TransformerBridge, pairs: Sequence[tuple[str, str]], batch_size: int = 8
+) -> list[float | None]:
+    """Each answer's mean next-token cross-entropy (nats per answer token) under ``model``,
+    given its question in the chat template: a coherence check that needs no labels (run it
+    on the unsteered model; word salad and repetition loops score far from its own answers).
+    An empty answer: None.
+
+    Examples:
+        >>> ce = answer_cross_entropy(model, [("Hi?", "Hello there."), ("Hi?", " ")])
+        >>> isinstance(ce[0], float) and ce[0] > 0, ce[1]
+        (True, None)
+    """
+    keep = [i for i, (_, a) in enumerate(pairs) if a.strip()]
+    out: list[float | None] = [None] * len(pairs)
+    if keep:
+        rows = [answer_tokens(model.tokenizer, *pairs[i]) for i in keep]
+        sums, counts = _target_logprobs(model, rows, (), batch_size)
+        for i, s, n in zip(keep, sums.tolist(), counts.tolist(), strict=True):
+            out[i] = -s / n
+    return out

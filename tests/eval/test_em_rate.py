@@ -6,6 +6,7 @@ from emlens.core import data
 from emlens.eval.em_rate import evaluate_em
 from emlens.eval.judges.local import LocalJudge
 from emlens.eval.judges.logprob import LogprobJudge
+from emlens.eval.metrics import answer_cross_entropy
 from emlens.eval.verdicts import is_coherent, is_em
 
 
@@ -30,6 +31,13 @@ def test_evaluate_em_end_to_end_with_the_local_judge(tiny, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {"question", "answer", "aligned", "coherent", "em"} <= set(rows[0])
     assert set(res.per_question()) == {qs[0].id, qs[1].id}
+    ce = answer_cross_entropy(model, [(s.question, s.answer) for s in res.samples])
+    assert [s.cross_entropy for s in res.samples] == ce  # under the model, unsteered
+    measured = [c for c in ce if c is not None]
+    assert res.mean_cross_entropy == pytest.approx(sum(measured) / len(measured))
+    assert "cross_entropy" in rows[0] and "answer cross-entropy" in res.summary()
+    bare = evaluate_em(model, qs[:1], LocalJudge(model), n=1, max_new_tokens=4, cross_entropy=False)
+    assert bare.mean_cross_entropy is None and "cross-entropy" not in bare.summary()
     with pytest.raises(ValueError, match="no questions left"):
         evaluate_em(model, qs[-1:], LocalJudge(model), n=1)
 
@@ -70,7 +78,7 @@ def test_evaluate_resumes_from_its_journal_without_repeating_work(tiny, tmp_path
     assert len(generated) == 2  # the failure came after question 2's answers
     judge = CountingJudge()
     resumed = evaluate_em(model, qs, judge, **kw)
-    assert resumed.samples == whole.samples
+    assert resumed.samples == whole.samples  # the answers' cross-entropy read back too
     assert len(generated) == 3  # only question 3 generated: questions 1-2 read back
     assert len(failing.prompts) + len(judge.prompts) == 3 * 2 * 2  # each prompt judged once
     again = CountingJudge()

@@ -11,6 +11,7 @@ from emlens.core.directions import em_direction_from_pairs
 from emlens.core.interventions import Steer, steer
 from emlens.core.tokens import answer_tokens, chat_prompt
 from emlens.eval.metrics import (
+    answer_cross_entropy,
     contrastive_score,
     contrastive_scores,
     cross_entropy,
@@ -113,3 +114,26 @@ def test_contrastive_score_interval_is_over_question_ids(tiny):
     assert est2.mean == pytest.approx(float(scores.double().mean()))
     w = (float(scores[:2].double().mean()), float(scores[2]))
     assert est2.ci95 == pytest.approx((min(w), max(w)), abs=1e-6)
+
+
+def test_answer_cross_entropy_is_minus_the_mean_answer_logprob(tiny):
+    model = tiny("llama")
+    pairs = [(p.question, p.aligned) for p in PAIRS] + [("Why?", "  ")]
+    ce = answer_cross_entropy(model, pairs, batch_size=2)
+    for (q, a), c in zip(pairs[:-1], ce, strict=False):
+        assert c == pytest.approx(-mean_answer_logprob(model, q, a), abs=1e-4)
+    assert ce[-1] is None
+
+
+def test_word_salad_reads_worse_than_the_models_own_answers(smol):
+    """The embedded model's greedy answers against the same words shuffled."""
+    import random
+
+    from emlens.core.generation import generate
+
+    qs = [p.question for p in data.general_questions()[:4]]
+    own = [(s.question, s.answer) for s in generate(smol, qs, max_new_tokens=40, temperature=0)]
+    rng = random.Random(0)
+    salad = [(q, " ".join(rng.sample(a.split(), len(a.split())))) for q, a in own]
+    ce_own, ce_salad = answer_cross_entropy(smol, own), answer_cross_entropy(smol, salad)
+    assert all(s > o + 1.0 for o, s in zip(ce_own, ce_salad, strict=True))
