@@ -9,10 +9,14 @@ reference organisms' GPT-4o-judged answers read through SmolLM2 (the reference f
 ``--reference``, else ``$EMLENS_REFERENCE``, else ``../shared/data/em-reference``):
 
 - ``probe_judge_smollm2.safetensors``: the default probe judge (``probe:default``), layers and
-  C chosen by leaving one base model out, with the held-out figures of
+  C chosen by leaving one base model out, with its coherence head (fitted on GPT-4o's
+  coherence verdicts and `_ground_truth.INCOHERENT_PER_KIND` constructed incoherent answers
+  of each kind per organism) and the held-out figures of
   ``docs/results/ground_truth_probe.json`` in its metadata (``held_out``: what to expect on a
-  base model it has not seen). Fitted once (``--refit`` fits again); a rerun only re-stamps
-  the held-out figures from that JSON;
+  base model it has not seen); its ``rate_margin`` (the judge's error added to every rate
+  interval) is `judge_margin` of the rate errors of ``docs/results/ground_truth_judge.json``
+  (each organism's rate from judges that saw neither its base model nor the question).
+  Fitted once (``--refit`` fits again); a rerun only re-stamps the held-out figures;
 - ``em_direction_judged_smollm2.safetensors``: the papers' EM direction from judged answers,
   pooled over the organisms (token-weighted mean over answer tokens of every misaligned
   answer minus every aligned one, the papers' split), every layer, with the zero-ablation
@@ -40,11 +44,13 @@ from emlens.core.models import model_name
 from emlens.core.tokens import answer_tokens
 from emlens.eval.probe.judge import ProbeJudge, default_path
 from emlens.eval.probe.validation import fit_on
+from emlens.eval.rates import judge_margin
 from emlens.eval.reference import Organism
 from emlens.eval.verdicts import Thresholds
 
 DATA = common.ROOT / "emlens/data"
 PROBE_RESULT = common.RESULTS / "ground_truth_probe.json"
+JUDGE_RESULT = common.RESULTS / "ground_truth_judge.json"
 
 
 def options(p: argparse.ArgumentParser) -> None:
@@ -52,6 +58,7 @@ def options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(out=str(DATA))  # the package's data folder, not a results folder
     p.add_argument("--refit", action="store_true", help="fit the probe again (else: re-stamp)")
     p.add_argument("--held-out", default=str(PROBE_RESULT), help="ground_truth_probe.py's JSON")
+    p.add_argument("--judge-result", default=str(JUDGE_RESULT), help="ground_truth_judge.py's")
 
 
 def pooled_direction(
@@ -91,6 +98,23 @@ def pooled_direction(
     return ds
 
 
+def stamp_margin(judge: ProbeJudge, result: Path) -> None:
+    """The judge's ``rate_margin`` from the question folds' rate errors (leaving out a base
+    model and a question), and their summary in ``meta["held_out_question"]``."""
+    if not result.is_file():
+        print(f"no {result}: the probe ships without a rate margin")
+        return
+    r = json.loads(result.read_text())["base_model"]
+    errors = [row["pcc"]["signed_error"] / 100 for row in r["judge"]["rows"]]
+    judge.rate_margin = judge_margin(errors)
+    judge.meta["held_out_question"] = {
+        "source": common.recorded(argparse.Namespace(judge_result=str(result)))["judge_result"],
+        "by": "base_model x question",
+        "summary": r["judge"]["summary"],
+        "coverage": r["margin"]["coverage"],
+    }
+
+
 def main(run: common.Analysis) -> None:
     model, cache = run.model, gt.features_folder(run)
     refs = gt.organisms(run)
@@ -98,7 +122,7 @@ def main(run: common.Analysis) -> None:
 
     path = run.out / default_path().name
     if run.args.refit or not path.is_file():
-        orgs, _ = gt.labelled(model, refs, cache)
+        orgs, _ = gt.labelled(model, refs, cache, gt.INCOHERENT_PER_KIND)
         fit_on(orgs, run.args.model, by="base_model").save(path)
     judge = ProbeJudge.load(path)
     result = Path(run.args.held_out).resolve()
@@ -108,7 +132,8 @@ def main(run: common.Analysis) -> None:
             "source": common.recorded(argparse.Namespace(held_out=str(result)))["held_out"],
             "summary": {k: v["summary"] for k, v in held.items()},  # per estimator
         }
-        judge.save(path)
+    stamp_margin(judge, Path(run.args.judge_result).resolve())
+    judge.save(path)
     print(f"probe: layers {judge.layers}, C {judge.meta['validation']['best']['C']}")
 
     xs = [f.numpy().astype(np.float64) for f in gt.organism_features(model, refs, cache, False)]

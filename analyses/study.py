@@ -51,6 +51,7 @@ OUT = ROOT / "out/study"
 ORDER = (
     "ground_truth_features",
     "organisms",
+    "ground_truth_judge",
     "ground_truth_probe",
     "ground_truth_ship",
     "ground_truth_steering",
@@ -100,7 +101,9 @@ DEPENDS = {
     # they read the features it caches (two writing one cache file at once would clash)
     "ground_truth_convergence": ("ground_truth_features",),
     "ground_truth_probe": ("ground_truth_features",),
-    "ground_truth_ship": ("ground_truth_probe",),  # stamps the probe's held-out figures
+    "ground_truth_judge": ("ground_truth_features",),
+    # stamps the probe's held-out figures and the judge's rate margin
+    "ground_truth_ship": ("ground_truth_probe", "ground_truth_judge"),
     "ground_truth_steering": ("ground_truth_ship",),  # judges with the shipped probe
 }
 QUICK_SKIP = (
