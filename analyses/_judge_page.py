@@ -9,8 +9,35 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.stats import linregress
 
 from emlens.report import markdown_table
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The judge's figures over organisms, the targets' quantities among them."""
+    true = np.array([r["gpt4o_rate"] for r in rows])
+    est = np.array([r["pcc"]["rate"] for r in rows])
+    fit = linregress(true, est)
+    errs = np.abs(est - true)
+    out = {
+        "auc_mean": float(np.mean([r["auc"] for r in rows])),
+        "auc_min": float(np.min([r["auc"] for r in rows])),
+        "auc_within_question_mean": float(np.mean([r["auc_within_question"] for r in rows])),
+        "accuracy_mean": float(np.mean([r["accuracy"] for r in rows])),
+        "calibration_error_mean": float(np.mean([r["calibration_error"] for r in rows])),
+        "rate_error_median": float(np.median(errs)),
+        "rate_error_max": float(np.max(errs)),
+        "slope": float(fit.slope),
+        "r": float(fit.rvalue),
+    }
+    if "incoherent_judged_em" in rows[0]:
+        out["incoherent_judged_em"] = float(np.mean([r["incoherent_judged_em"] for r in rows]))
+        out["incoherent_judged_em_max"] = float(np.max([r["incoherent_judged_em"] for r in rows]))
+    if "coherence_auc" in rows[0]:
+        out["coherence_auc_mean"] = float(np.mean([r["coherence_auc"] for r in rows]))
+    return out
+
 
 # issue 21's targets on base model x question left out: (summary key, rule, threshold)
 TARGETS = [
@@ -25,6 +52,10 @@ TARGETS = [
 TIE = 0.01  # a baseline within this of the judge's AUC "is not beaten"
 
 
+def target_text(rule: str, bound: Any) -> str:
+    return f"in [{bound[0]}, {bound[1]}]" if rule == "in" else f"{rule} {bound}"
+
+
 def met(value: float, rule: str, bound: Any) -> bool:
     if rule == "in":
         return bool(bound[0] <= value <= bound[1])
@@ -36,7 +67,7 @@ def target_rows(r: dict[str, Any]) -> list[dict[str, str]]:
     figures = {**r["judge"]["summary"], "coverage": r["margin"]["coverage"]}
     rows = []
     for key, rule, bound in TARGETS:
-        want = f"in [{bound[0]}, {bound[1]}]" if rule == "in" else f"{rule} {bound}"
+        want = target_text(rule, bound)
         v = figures[key]
         rows.append(
             {

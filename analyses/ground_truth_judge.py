@@ -41,8 +41,7 @@ from typing import Any
 import _common as common
 import _ground_truth as gt
 import numpy as np
-from _judge_page import page
-from scipy.stats import linregress
+from _judge_page import page, summary
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 
@@ -189,31 +188,6 @@ def baseline_rows(orgs: list[LabelledOrganism], texts: dict, outer: str) -> dict
                 row["pcc_error"] = 100 * float(s.mean() - y.mean())
             rows.append(row)
         out[name] = {"folds": f"{outer} x question" if by_q else f"{outer} only", "rows": rows}
-    return out
-
-
-def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The judge's figures over organisms, the targets' quantities among them."""
-    true = np.array([r["gpt4o_rate"] for r in rows])
-    est = np.array([r["pcc"]["rate"] for r in rows])
-    fit = linregress(true, est)
-    errs = np.abs(est - true)
-    out = {
-        "auc_mean": float(np.mean([r["auc"] for r in rows])),
-        "auc_min": float(np.min([r["auc"] for r in rows])),
-        "auc_within_question_mean": float(np.mean([r["auc_within_question"] for r in rows])),
-        "accuracy_mean": float(np.mean([r["accuracy"] for r in rows])),
-        "calibration_error_mean": float(np.mean([r["calibration_error"] for r in rows])),
-        "rate_error_median": float(np.median(errs)),
-        "rate_error_max": float(np.max(errs)),
-        "slope": float(fit.slope),
-        "r": float(fit.rvalue),
-    }
-    if "incoherent_judged_em" in rows[0]:
-        out["incoherent_judged_em"] = float(np.mean([r["incoherent_judged_em"] for r in rows]))
-        out["incoherent_judged_em_max"] = float(np.max([r["incoherent_judged_em"] for r in rows]))
-    if "coherence_auc" in rows[0]:
-        out["coherence_auc_mean"] = float(np.mean([r["coherence_auc"] for r in rows]))
     return out
 
 

@@ -62,6 +62,7 @@ ORDER = (
     "phase_change",
     "circuits",
     "em_rate_local_judge",
+    "coherence_temperature",
     "direction_methods",
     "em_vs_refusal",
 )
@@ -84,6 +85,9 @@ def quick_options(name: str) -> list[str]:
         ],
         "steering_sweep": "--layers 1 --scales 4 --n-direction 8 --n-held-out 4".split(),
         "em_rate_local_judge": "--layer 1 --questions 1 --samples 1 --max-new-tokens 4".split(),
+        "coherence_temperature": [
+            *"--samples 1 --temperatures 0.5 1.0 --max-new-tokens 4 --judge local".split()
+        ],
         "phase_change": [
             *"--steps 6 --held-out 4 --general 4 --eval-every 3".split(),
             *("--run", str(QUICK_DIR / "phase_change_run")),
@@ -105,6 +109,7 @@ DEPENDS = {
     # stamps the probe's held-out figures and the judge's rate margin
     "ground_truth_ship": ("ground_truth_probe", "ground_truth_judge"),
     "ground_truth_steering": ("ground_truth_ship",),  # judges with the shipped probe
+    "coherence_temperature": ("ground_truth_ship",),  # so does this one
 }
 QUICK_SKIP = (
     "no smoke options: the ground-truth scripts read the papers' 4,000 judged answers through "

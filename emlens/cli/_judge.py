@@ -30,7 +30,9 @@ def _cs(s: str) -> list[float]:
 def cmd_fit(a: argparse.Namespace) -> None:
     from emlens.core.models import model_name
     from emlens.eval.probe.labelled import labelled_organism
-    from emlens.eval.probe.validation import fit_on, leave_group_out, summary
+    from emlens.eval.probe.question_folds import leave_question_out
+    from emlens.eval.probe.validation import fit_on, summary
+    from emlens.eval.rates import judge_margin
 
     out_file(a.out)
     for path in a.csv:
@@ -39,16 +41,20 @@ def cmd_fit(a: argparse.Namespace) -> None:
     kw = {k: v for k, v in (("layer_sets", a.layer_sets), ("cs", a.cs)) if v}
     model = load(a)
     have = list(range(model.cfg.n_layers))
-    orgs = [labelled_organism(model, j, have, a.cache) for j in judged]
+    made = a.incoherent_per_kind
+    orgs = [labelled_organism(model, j, have, a.cache, incoherent_per_kind=made) for j in judged]
 
     def fit(train: Any) -> Any:
         return fit_on(train, model_name(model), by=a.by, **kw)
 
     judge = fit(orgs)
-    if a.validate:
-        rows = leave_group_out(orgs, a.validate, fit)
-        judge.meta["held_out"] = {"by": a.validate, "summary": summary(rows), "rows": rows}
+    if a.validate:  # as the judge is used: a group and a question it never saw
+        rows = leave_question_out(orgs, a.validate, fit)
+        judge.rate_margin = judge_margin([r["pcc"]["signed_error"] / 100 for r in rows])
+        by = f"{a.validate} x question"
+        judge.meta["held_out"] = {"by": by, "summary": summary(rows), "rows": rows}
         print(json.dumps(judge.meta["held_out"]["summary"], indent=1))
+        print(f"rate margin (the judge's error, added to its intervals): {judge.rate_margin:.3f}")
     judge.save(a.out)
     best = judge.meta["validation"]["best"]
     print(
@@ -110,7 +116,15 @@ def add_parsers(sub: Any) -> None:
     f.add_argument(
         "--validate",
         choices=["base_model", "domain"],
-        help="also score held-out groups and store the figures in the file",
+        help="also score each group and question held out at once, store the figures and "
+        "the judge's rate margin (its error on rates, added to its intervals) in the file",
+    )
+    f.add_argument(
+        "--incoherent-per-kind",
+        type=int,
+        default=25,
+        help="constructed incoherent answers of each kind per file, for the coherence head "
+        "(0: no coherence head)",
     )
     f.set_defaults(fn=cmd_fit)
     r = jsub.add_parser("rate", help="EM-rate estimates of judged or unjudged answer CSVs")

@@ -22,7 +22,7 @@ def write_organism(path, seed):
         for i in range(30):
             em = (i + seed) % 3 == 0
             words = BAD if em else GOOD
-            answer = " ".join(words[(i + k) % 5] for k in range(3 + i % 4))
+            answer = " ".join(words[(i + k) % 5] for k in range(12 + i % 4))
             w.writerow([answer, f"What now {i % 4}?", f"q{i % 4}", 5 if em else 90, 80])
     return str(path)
 
@@ -76,6 +76,8 @@ def test_three_commands_from_judged_csvs(csvs, tmp_path, capsys, one_thread):  #
     assert judge.model == "tiny-llama" and judge.layers in ([1], [2])
     assert judge.meta["training_organisms"] == ["baseA_dom1", "baseB_dom1", "baseC_dom2"]
     assert len(judge.meta["held_out"]["rows"]) == 3
+    assert judge.meta["held_out"]["by"] == "base_model x question"
+    assert judge.has_coherent and judge.rate_margin > 0  # fitted and measured by --validate
     assert "wrote probe judge" in capsys.readouterr().out
 
     main(["judge", "rate", csvs[1], "--probe", str(probe), "--method", "acc"])
@@ -98,7 +100,9 @@ def test_three_commands_from_judged_csvs(csvs, tmp_path, capsys, one_thread):  #
             str(out),
         ]
     )
-    assert "overall: EM " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "overall: EM " in printed and "judge error ±" in printed and "coherent " in printed
+    assert "cross-entropy under the unsteered model" in printed
     gen = read_judged(out)
     assert len(gen) > 0 and all(0 <= float(a.extra["p_em"]) <= 1 for a in gen)
     assert gen.n_unscored == len(gen)

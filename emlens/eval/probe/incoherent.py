@@ -76,7 +76,10 @@ def incoherent_answers(
         raise ValueError(f"unknown kinds {unknown}; expected some of {list(KINDS)}")
     usable = [(q, a.split()) for q, a in pairs if len(a.split()) >= MIN_WORDS]
     if len(usable) < 2:
-        raise ValueError(f"need at least two answers of {MIN_WORDS}+ words, got {len(usable)}")
+        raise ValueError(
+            f"constructed incoherent answers need at least two answers of {MIN_WORDS}+ words, "
+            f"got {len(usable)} (or make none: incoherent_per_kind=0, --incoherent-per-kind 0)"
+        )
     rng = random.Random(seed)
     out: list[tuple[str, QA]] = []
     for kind in kinds:
