@@ -23,4 +23,7 @@ def test_readme_offline_em_rate_runs(capsys):
     block = block.replace('journal="em.progress.jsonl"', "journal=None")
     exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert re.fullmatch(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \(n=\d+, pcc\)\n", out), out
+    rate, coherent, ce = out.splitlines()
+    assert re.fullmatch(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \(n=\d+, pcc; judge error ±\d+\.\d\)", rate)
+    assert re.fullmatch(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \(n=\d+\)", coherent), coherent
+    assert float(ce) > 0

@@ -108,7 +108,8 @@ def _print(res: Any, judge: Any) -> None:
     if isinstance(judge, ProbeJudge) and (held := held_out_error(judge)):
         by, median, worst = held
         print(
-            f"the probe's error against GPT-4o, leaving one {by.replace('_', ' ')} out: "
+            f"the probe's error on rates against GPT-4o, on organisms it was not fitted on "
+            f"({by.replace('_', ' ')} left out): "
             f"median {median:.1f}, worst {worst:.1f} points"
         )
 

@@ -284,8 +284,13 @@ def held_out_error(judge: ProbeJudge) -> tuple[str, float, float] | None:
     ``method`` against GPT-4o's, on organisms it was not fitted on; None when its file
     records none.
 
-    Reads both records: ``emlens judge fit --validate`` (one summary, for pcc) and the shipped
-    judge's (a summary per grouping and method; leaving one base model out)."""
+    Reads the records: ``emlens judge fit --validate`` (one summary, for pcc), and the shipped
+    judge's: for pcc the question folds' (a base model and a question left out), else a
+    summary per grouping and method (leaving one base model out)."""
+    question = judge.meta.get("held_out_question") or {}
+    if judge.method == "pcc" and "rate_error_median" in question.get("summary", {}):
+        s = question["summary"]
+        return str(question["by"]), float(s["rate_error_median"]), float(s["rate_error_max"])
     held = judge.meta.get("held_out") or {}
     s, by = held.get("summary") or {}, held.get("by")
     if "base_model" in s:
