@@ -107,7 +107,8 @@ def main(run: common.Analysis) -> None:
         "",
         verdict,
     ]
-    run.write_beside(run.meta(rows=rows, chosen=chosen, table=table), md)
+    meta = run.meta(samples=run.args.samples, judge=run.args.judge)
+    run.write_beside({"meta": meta, "rows": rows, "chosen": chosen, "table": table}, md)
 
 
 if __name__ == "__main__":

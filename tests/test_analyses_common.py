@@ -97,3 +97,18 @@ def test_the_short_command_names_only_the_options_that_differ_from_their_default
     assert short("--n", "4", "--dtype", "bfloat16") == (
         "python analyses/example.py --dtype bfloat16 --n 4"
     )
+
+
+def test_the_coherence_temperature_rule_is_the_one_stated():
+    """The highest temperature whose coherence interval lies wholly above 0.5, else none."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "analyses"))
+    from analyses.coherence_temperature import choose
+
+    def r(t, lo):
+        return {"temperature": t, "coherent_ci95": [lo, min(1.0, lo + 0.2)]}
+
+    assert choose([r(0.3, 0.8), r(0.5, 0.6), r(0.7, 0.5), r(1.0, 0.1)]) == 0.5
+    assert choose([r(0.3, 0.7), r(1.0, 0.55)]) == 1.0
+    assert choose([r(0.3, 0.4), r(1.0, 0.1)]) is None
