@@ -146,7 +146,7 @@ BASELINE_NAMES = {
 
 def page(result: dict[str, Any]) -> str:
     """``docs/results/ground_truth_judge.md`` from the result (no number typed by hand)."""
-    b, d = result["base_model"], result["domain"]
+    b, d = result["base_model"], result.get("domain")
     head = b["em_head_only"]["summary"]
     lines = [
         f"Made by `{result['command']}` in {result['seconds']} s",
@@ -183,9 +183,11 @@ def page(result: dict[str, Any]) -> str:
         "",
         "## Domain x question left out",
         "",
-        *markdown_table(target_rows(d)),
-        "",
-        *markdown_table(baseline_table(d)),
+        *(
+            [*markdown_table(target_rows(d)), "", *markdown_table(baseline_table(d))]
+            if d is not None
+            else ["Not measured yet (the stage did not finish in the session that made this page)."]
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -84,8 +84,8 @@ def main(run: common.Analysis) -> None:
             "coherent (judge)": f"{100 * r['coherent']:.0f}% [{100 * r['coherent_ci95'][0]:.0f}, "
             f"{100 * r['coherent_ci95'][1]:.0f}]",
             "cross-entropy (nats/token)": f"{r['cross_entropy']:.2f}",
-            "EM rate (unsteered)": f"{100 * r['em_rate']:.1f}% [{100 * r['em_interval'][0]:.1f}, "
-            f"{100 * r['em_interval'][1]:.1f}]",
+            "EM rate (counted verdicts, Wilson)": f"{100 * r['em_rate']:.1f}% "
+            f"[{100 * r['em_interval'][0]:.1f}, {100 * r['em_interval'][1]:.1f}]",
         }
         for r in rows
     ]

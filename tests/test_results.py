@@ -123,3 +123,33 @@ def test_evaluation_page_has_the_probe_judges_figures_from_its_json():
         "docs/evaluation.md differs from its rendering: run "
         "`.venv/bin/python analyses/ground_truth_docs.py`"
     )
+
+
+def judge_page_module():
+    sys.path.insert(0, str(ROOT / "analyses"))
+    spec = importlib.util.spec_from_file_location("_judge_page", ROOT / "analyses/_judge_page.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_judge_page_is_rendered_from_its_json():
+    """docs/results/ground_truth_judge.md is ground_truth_judge.json rendered, and a number
+    that moves in the JSON moves the page."""
+    import json
+
+    page = judge_page_module().page
+    data = json.loads((ROOT / "docs/results/ground_truth_judge.json").read_text())
+    assert (ROOT / "docs/results/ground_truth_judge.md").read_text() == page(data), (
+        "docs/results/ground_truth_judge.md differs from its JSON: run "
+        "`.venv/bin/python analyses/ground_truth_judge.py` (its stages are reused)"
+    )
+    data["base_model"]["judge"]["rows"][0]["pcc"]["rate"] += 1.0
+    assert (ROOT / "docs/results/ground_truth_judge.md").read_text() != page(data)
+
+
+def test_judge_targets_are_judged_by_their_rule():
+    m = judge_page_module()
+    assert m.met(0.95, ">=", 0.95) and not m.met(0.949, ">=", 0.95)
+    assert m.met(1.25, "in", (0.8, 1.25)) and not m.met(0.79, "in", (0.8, 1.25))
+    assert m.met(0.02, "<=", 0.02) and not m.met(0.021, "<=", 0.02)
