@@ -103,13 +103,13 @@ def organism_rows(r: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def baseline_table(r: dict[str, Any]) -> list[dict[str, str]]:
+def baseline_table(r: dict[str, Any], folds: str) -> list[dict[str, str]]:
     """The judge and its baselines in the same folds, with whether the judge beats each."""
     s = r["judge"]["summary"]
     rows = [
         {
             "scorer": "probe judge",
-            "folds": "base model x question",
+            "folds": folds,
             "mean AUC": f"{s['auc_mean']:.3f}",
             "mean within-question AUC": f"{s['auc_within_question_mean']:.3f}",
             "rate error median / worst": _errors(s),
@@ -179,12 +179,16 @@ def page(result: dict[str, Any]) -> str:
         "",
         "## Baselines in the same folds",
         "",
-        *markdown_table(baseline_table(b)),
+        *markdown_table(baseline_table(b, "base model x question")),
         "",
         "## Domain x question left out",
         "",
         *(
-            [*markdown_table(target_rows(d)), "", *markdown_table(baseline_table(d))]
+            [
+                *markdown_table(target_rows(d)),
+                "",
+                *markdown_table(baseline_table(d, "domain x question")),
+            ]
             if d is not None
             else ["Not measured yet (the stage did not finish in the session that made this page)."]
         ),
