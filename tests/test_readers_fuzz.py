@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emlens.core import data, formats
+from emlens.core import data, formats, paper_files
 from emlens.core.direction_set import DirectionSet
 
 CLEAR = (ValueError, FileNotFoundError)
@@ -153,9 +153,9 @@ STEERING = _saved({0: torch.ones(4), 1: torch.ones(4)})
 @given(payload=st.binary(max_size=300) | cuts(PAPER) | cuts(STEERING))
 def test_torch_formats_bytes(tmp_path_factory, payload):
     path = fuzz_file(tmp_path_factory, "v.pt", payload)
-    read_or_clear_error(formats.load_paper_vectors, path)
+    read_or_clear_error(paper_files.load_paper_vectors, path)
     read_or_clear_error(formats.load_steering_vector, path)
-    read_or_clear_error(lambda p: formats.load_paper_mean_diff(p, p), path)
+    read_or_clear_error(lambda p: paper_files.load_paper_mean_diff(p, p), path)
 
 
 tensors = st.sampled_from([torch.ones(4), torch.ones(2, 4), torch.tensor(1.0), torch.ones(0)])
@@ -172,9 +172,9 @@ torch_values = st.recursive(
 @given(obj=torch_values)
 def test_torch_formats_values(tmp_path_factory, obj):
     path = fuzz_file(tmp_path_factory, "v.pt", _saved(obj))
-    read_or_clear_error(formats.load_paper_vectors, path)
+    read_or_clear_error(paper_files.load_paper_vectors, path)
     read_or_clear_error(formats.load_steering_vector, path)
-    read_or_clear_error(lambda p: formats.load_paper_mean_diff(p, p), path)
+    read_or_clear_error(lambda p: paper_files.load_paper_mean_diff(p, p), path)
 
 
 def _gguf_bytes() -> bytes:

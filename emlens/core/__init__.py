@@ -49,10 +49,7 @@ from emlens.core.formats import (
     export_control_vector,
     from_steering_vector,
     load_control_vector,
-    load_paper_mean_diff,
-    load_paper_vectors,
     load_steering_vector,
-    save_paper_steering_vector,
     to_steering_vector,
 )
 from emlens.core.generation import Sample, generate
@@ -76,6 +73,11 @@ from emlens.core.models import (
     save_hf,
 )
 from emlens.core.orthogonalization import orthogonalize
+from emlens.core.paper_files import (
+    load_paper_mean_diff,
+    load_paper_vectors,
+    save_paper_steering_vector,
+)
 from emlens.core.tiny import tiny_hf
 from emlens.core.tokens import (
     Row,

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from emlens.core._arch import hf_model
 from emlens.core.interventions import Intervention, applied
 from emlens.core.models import input_device
-from emlens.core.tokens import Row, TemplateKwargs, batches, chat_prompt
+from emlens.core.tokens import Row, TemplateKwargs, TokenBatch, batches, chat_prompt
 
 
 @dataclass
@@ -105,17 +105,28 @@ def generate(
     tok = model.tokenizer
     jobs = [(q, i) for q in questions for i in range(n)]
     rows = _prompt_rows(tok, [q for q, _ in jobs], system, chat_template_kwargs)
-    hf_generate = cast(Callable[..., Tensor], hf_model(model).generate)  # HF stubs mistype it
     kwargs = _generate_kwargs(tok, max_new_tokens, temperature, use_kv_cache)
-    device, out = input_device(model), list[Sample]()
+    out = list[Sample]()
     torch.manual_seed(seed)
     chunks = batches(rows, batch_size, tok.pad_token_id, side="left")
     total = math.ceil(len(rows) / batch_size)
     for batch in tqdm(chunks, desc="generate", total=total, disable=not progress):
-        width = batch.tokens.shape[1]
-        with applied(model, interventions, prompt_len=width):
-            seqs = hf_generate(**batch.inputs(device), **kwargs)
-        for j, seq in zip(batch.index, seqs[:, width:].cpu(), strict=True):
-            q, i = jobs[j]
-            out.append(Sample(q, tok.decode(seq, skip_special_tokens=True).strip(), i))
+        out += _answered(model, batch, jobs, interventions, kwargs)
     return out
+
+
+def _answered(
+    model: TransformerBridge,
+    batch: TokenBatch,
+    jobs: Sequence[tuple[str, int]],
+    interventions: Sequence[Intervention],
+    kwargs: dict[str, Any],
+) -> list[Sample]:
+    """One left-padded batch of prompts answered under ``interventions``."""
+    tok = model.tokenizer
+    hf_generate = cast(Callable[..., Tensor], hf_model(model).generate)  # HF stubs mistype it
+    width = batch.tokens.shape[1]
+    with applied(model, interventions, prompt_len=width):
+        seqs = hf_generate(**batch.inputs(input_device(model)), **kwargs)
+    answers = [tok.decode(seq, skip_special_tokens=True).strip() for seq in seqs[:, width:].cpu()]
+    return [Sample(jobs[j][0], a, jobs[j][1]) for j, a in zip(batch.index, answers, strict=True)]

@@ -14,11 +14,13 @@ from emlens.core.formats import (
     export_control_vector,
     from_steering_vector,
     load_control_vector,
+    load_steering_vector,
+    to_steering_vector,
+)
+from emlens.core.paper_files import (
     load_paper_mean_diff,
     load_paper_vectors,
-    load_steering_vector,
     save_paper_steering_vector,
-    to_steering_vector,
 )
 
 
