@@ -35,7 +35,7 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,21 +187,38 @@ def _folds(orgs: list[LabelledOrganism], by: str) -> Iterator[tuple[Any, list, l
         )
 
 
-def naive_probe(orgs: list[LabelledOrganism], by: str) -> list[dict[str, Any]]:
+Masked = list[tuple[LabelledOrganism, np.ndarray]]  # organisms with the answers to use
+Score = Callable[[LabelledOrganism, np.ndarray], np.ndarray]
+
+
+def naive_scorer(train: Masked) -> Score:
     """Issue 14's probe: logistic regression (C = 1) on the raw concatenated answer means of
-    layers 15-22, fitted on the training organisms; its rate is the count of its verdicts."""
-    idx = [orgs[0].layers.index(layer) for layer in NAIVE_LAYERS]
+    layers 15-22, fitted on the training (organism, mask) pairs; it scores the answers of an
+    organism under a mask by their decision values (> 0: its verdict EM)."""
+    idx = [train[0][0].layers.index(layer) for layer in NAIVE_LAYERS]
 
-    def xs(o: LabelledOrganism) -> np.ndarray:
-        return o.x[:, idx].reshape(len(o.em), -1).numpy()
+    def xs(o: LabelledOrganism, m: np.ndarray) -> np.ndarray:
+        return o.x[m][:, idx].reshape(int(m.sum()), -1).numpy()
 
+    x = np.concatenate([xs(o, m) for o, m in train])
+    y = np.concatenate([o.em[m] for o, m in train])
+    clf = logistic_regression(C=1.0, max_iter=5000).fit(x, y)
+    return lambda o, m: clf.decision_function(xs(o, m))
+
+
+def every(o: LabelledOrganism) -> np.ndarray:
+    """The mask of all of an organism's answers."""
+    return np.ones(len(o.em), bool)
+
+
+def naive_probe(orgs: list[LabelledOrganism], by: str) -> list[dict[str, Any]]:
+    """`naive_scorer` fitted on the training organisms, each held-out organism scored; its
+    rate is the count of its verdicts."""
     rows = []
     for value, train, test in _folds(orgs, by):
-        x = np.concatenate([xs(o) for o in train])
-        y = np.concatenate([o.em for o in train])
-        clf = logistic_regression(C=1.0, max_iter=5000).fit(x, y)
+        score = naive_scorer([(o, every(o)) for o in train])
         for o in test:
-            s = clf.decision_function(xs(o))
+            s = score(o, every(o))
             rate = 100 * float((s > 0).mean())
             true = 100 * float(o.em.mean())
             rows.append(

@@ -42,6 +42,7 @@ import _common as common
 import _ground_truth as gt
 import numpy as np
 from _judge_page import page, summary
+from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 
@@ -137,15 +138,8 @@ def baseline_scorers(texts: dict[str, np.ndarray]) -> dict[str, Scorer]:
         return lambda o, m: clf.predict_proba(vec.transform(texts[o.name][m]))[:, 1]
 
     def naive(train: list) -> Callable[..., np.ndarray]:
-        idx = [train[0][0].layers.index(layer) for layer in gt.NAIVE_LAYERS]
-
-        def xs(o: LabelledOrganism, m: np.ndarray) -> np.ndarray:
-            return o.x[m][:, idx].reshape(int(m.sum()), -1).numpy()
-
-        x = np.concatenate([xs(o, m) for o, m in train])
-        y = np.concatenate([o.em[m] for o, m in train])
-        clf = logistic_regression(C=1.0, max_iter=5000).fit(x, y)
-        return lambda o, m: clf.predict_proba(xs(o, m))[:, 1]
+        score = gt.naive_scorer(train)
+        return lambda o, m: expit(score(o, m))  # a probability, for its pcc rate
 
     def direction(train: list) -> Callable[..., np.ndarray]:
         best, best_auc, dirs = None, -1.0, {}
