@@ -11,23 +11,18 @@ from typing import Any
 import numpy as np
 from scipy.stats import linregress
 
+from emlens.eval.probe.validation import summary as validation_summary
 from emlens.report import markdown_table
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The judge's figures over organisms, the targets' quantities among them."""
-    true = np.array([r["gpt4o_rate"] for r in rows])
-    est = np.array([r["pcc"]["rate"] for r in rows])
-    fit = linregress(true, est)
-    errs = np.abs(est - true)
+    """The judge's figures over organisms (`emlens.eval.probe.validation.summary` for pcc,
+    and the within-question AUC, the slope and correlation of its rates on GPT-4o's, and the
+    incoherent figures where the rows have them): the targets' quantities among them."""
+    fit = linregress([r["gpt4o_rate"] for r in rows], [r["pcc"]["rate"] for r in rows])
     out = {
-        "auc_mean": float(np.mean([r["auc"] for r in rows])),
-        "auc_min": float(np.min([r["auc"] for r in rows])),
+        **validation_summary(rows, "pcc"),
         "auc_within_question_mean": float(np.mean([r["auc_within_question"] for r in rows])),
-        "accuracy_mean": float(np.mean([r["accuracy"] for r in rows])),
-        "calibration_error_mean": float(np.mean([r["calibration_error"] for r in rows])),
-        "rate_error_median": float(np.median(errs)),
-        "rate_error_max": float(np.max(errs)),
         "slope": float(fit.slope),
         "r": float(fit.rvalue),
     }
