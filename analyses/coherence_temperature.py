@@ -26,8 +26,8 @@ import _common as common
 
 import emlens as eml
 from emlens.eval import EMResult, JudgedSample
+from emlens.eval.em_result import counted
 from emlens.eval.judge_spec import make_judge
-from emlens.eval.rates import RateEstimate
 from emlens.report import markdown_table
 
 
@@ -49,11 +49,8 @@ def measure(run: common.Analysis, temperature: float) -> list[dict[str, Any]]:
 
 
 def row(temperature: float, res: EMResult) -> dict[str, Any]:
-    c, em = res.coherence_rate, res.em_rate
-    if isinstance(em, RateEstimate):  # a probe judge's estimate, its error included
-        rate, (lo, hi) = em.rate, em.interval
-    else:  # counted verdicts
-        rate, (lo, hi) = (em.k / em.n if em.n else float("nan")), em.ci95
+    c, em = res.coherence_rate, counted(res.scored)  # the verdicts counted (probe or not)
+    rate, (lo, hi) = (em.k / em.n if em.n else float("nan")), em.ci95
     return {
         "temperature": temperature,
         "n": len(res.samples),
