@@ -120,10 +120,11 @@ class ProbeJudge:
         rows = [[0.0, None, 0.0 if self.has_coherent else None] for _ in pairs]
         keep, x = self._read(self.reader, pairs)
         if x is not None:
-            aligned = self.aligned_score(x) if self.has_aligned else None
-            coherent = self.coherent_proba(x) if self.has_coherent else None
-            for k, head in enumerate((self.proba(x), aligned, coherent)):
-                for i, v in zip(keep, [] if head is None else head.tolist(), strict=False):
+            heads = {0: self.proba(x)}  # the columns of the heads this probe has
+            heads |= {1: self.aligned_score(x)} if self.has_aligned else {}
+            heads |= {2: self.coherent_proba(x)} if self.has_coherent else {}
+            for k, head in heads.items():
+                for i, v in zip(keep, head.tolist(), strict=True):
                     rows[i][k] = float(v)
         return rows
 
