@@ -101,15 +101,20 @@ def test_evaluate_killed_part_way_resumes_with_the_same_result_and_no_repeated_w
         first.communicate(timeout=120)
         assert first.returncode == -signal.SIGKILL and not out.exists()
         finished = [json.loads(x)["key"] for x in journal.read_text().splitlines()[1:]]
+        # question one's answers, both judge prompts, its answers' cross-entropy; two's answers
         assert [k.split()[:2] for k in finished] == [
-            ["answers", "one"], ["aligned", "one"], ["coherent", "one"], ["answers", "two"]
-        ]  # fmt: skip
+            ["answers", "one"],
+            ["aligned", "one"],
+            ["coherent", "one"],
+            ["cross_entropy", "one"],
+            ["answers", "two"],
+        ]
         KillingJudge.victim = None
         second = evaluate(tmp_path, url, "victim", out)
         whole = evaluate(tmp_path, url, "whole", tmp_path / "whole.csv")  # never interrupted
         _, stderr = second.communicate(timeout=120)
         assert second.returncode == 0, stderr
-        assert "resuming from" in stderr and "(4 finished steps)" in stderr
+        assert "resuming from" in stderr and "(5 finished steps)" in stderr
         assert not journal.exists()  # the result is saved
         assert whole.wait(120) == 0
         assert (tmp_path / "whole.csv").read_text() == out.read_text()
