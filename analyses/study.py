@@ -63,6 +63,7 @@ ORDER = (
     "circuits",
     "em_rate_local_judge",
     "coherence_temperature",
+    "steering_em_rate",
     "direction_methods",
     "em_vs_refusal",
 )
@@ -88,6 +89,10 @@ def quick_options(name: str) -> list[str]:
         "coherence_temperature": [
             *"--samples 1 --temperatures 0.5 1.0 --max-new-tokens 4 --judge local".split()
         ],
+        "steering_em_rate": [
+            *"--layers 1 --scales 2 --random 2 --n 1 --n-random 1 --n-baseline 1".split(),
+            *"--max-new-tokens 4 --judge local".split(),
+        ],
         "phase_change": [
             *"--steps 6 --held-out 4 --general 4 --eval-every 3".split(),
             *("--run", str(QUICK_DIR / "phase_change_run")),
@@ -110,6 +115,7 @@ DEPENDS = {
     "ground_truth_ship": ("ground_truth_probe", "ground_truth_judge"),
     "ground_truth_steering": ("ground_truth_ship",),  # judges with the shipped probe
     "coherence_temperature": ("ground_truth_ship",),  # so does this one
+    "steering_em_rate": ("ground_truth_ship",),  # and this one, with the shipped direction
 }
 QUICK_SKIP = (
     "no smoke options: the ground-truth scripts read the papers' 4,000 judged answers through "
