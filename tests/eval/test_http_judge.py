@@ -189,3 +189,70 @@ def test_http_judge_refuses_a_digit_splitting_judge(fake):
     judge = HTTPJudge(f"{fake}/v1", "qwen", concurrency=2, cache=None)
     with pytest.raises(DigitSplitError, match="local:SPEC"):
         judge.top_logprobs([f"p{i}" for i in range(10)])
+
+
+def test_the_default_key_goes_only_over_https_or_to_loopback(flaky, monkeypatch):
+    """Issue 24: $OPENAI_API_KEY never travels in clear text to another host unasked."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
+    with pytest.raises(JudgeRequestError, match=r"refusing to send \$OPENAI_API_KEY") as e:
+        HTTPJudge("http://gpu-box.example:8000/v1", "m", cache=None)
+    assert "--judge-key-env OPENAI_API_KEY" in str(e.value) and "sk-secret" not in str(e.value)
+    # named for the endpoint, or https, or no key set: allowed (nothing is sent here)
+    HTTPJudge("http://gpu-box.example:8000/v1", "m", api_key_env="OPENAI_API_KEY", cache=None)
+    HTTPJudge("https://gpu-box.example/v1", "m", cache=None)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    HTTPJudge("http://gpu-box.example:8000/v1", "m", cache=None)
+    # loopback by default: the key is sent
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
+    HTTPJudge(flaky, "m", retries=0, cache=None).top_logprobs(["p"])
+    assert Flaky.seen[-1]["auth"] == "Bearer sk-secret-123"
+
+
+def test_a_redirect_is_refused_and_the_key_stays_home(flaky, monkeypatch):
+    """A redirect could carry the key anywhere: the judge stops with the final URL to give."""
+    monkeypatch.setenv("JUDGE_KEY", "sk-secret-123")
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(302)
+            self.send_header("Location", flaky + "/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        with pytest.raises(JudgeRequestError, match=r"redirected \(HTTP 302\)"):
+            HTTPJudge(url, "m", "JUDGE_KEY", retries=0, cache=None).top_logprobs(["p"])
+        assert Flaky.seen == []  # the redirect target never saw a request, nor the key
+    finally:
+        srv.shutdown()
+
+
+def test_a_server_that_echoes_the_key_does_not_put_it_in_the_message(monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "sk-secret-123")
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self):
+            data = f"bad key {self.headers['Authorization']}".encode()
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        with pytest.raises(JudgeRequestError, match="HTTP 401") as e:
+            HTTPJudge(url, "m", "JUDGE_KEY", retries=0, cache=None).top_logprobs(["p"])
+        assert "sk-secret" not in str(e.value) and "Bearer ***" in str(e.value)
+    finally:
+        srv.shutdown()

@@ -255,3 +255,18 @@ def test_a_digit_splitting_judge_is_refused_before_the_model(fake, capsys, monke
               "--judge-key-env", "JUDGE_KEY", "--judge-cache", "none"])  # fmt: skip
     err = capsys.readouterr().err
     assert "splits numbers into digits" in err and "local:SPEC" in err, err
+
+
+def test_the_sdk_judge_refuses_to_send_the_default_key_in_clear_text(monkeypatch):
+    """Issue 24: openai:http://another-host with $OPENAI_API_KEY is refused unless named."""
+    pytest.importorskip("openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
+    with pytest.raises(ValueError, match=r"refusing to send \$OPENAI_API_KEY over plain http"):
+        OpenAIJudge("gpt-4o", base_url="http://gpu-box.example:8000/v1", cache=None)
+    named = OpenAIJudge(
+        "gpt-4o",
+        base_url="http://gpu-box.example:8000/v1",
+        api_key_env="OPENAI_API_KEY",
+        cache=None,
+    )
+    assert named.shown_url.startswith("http://gpu-box.example")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from emlens.eval.judges.http import redacted
+from emlens.eval.judges.http import key_allowed, redacted
 from emlens.eval.judges.remote import RETRY_STATUS, RemoteJudge, judge_params
 from emlens.eval.judges.reply import JudgeRequestError, Reply, Retry, parse_reply, retry_after
 
@@ -123,6 +123,12 @@ class OpenAIJudge(RemoteJudge):
             root = str(self._client.base_url).rstrip("/")
         self.url = f"{root}/chat/completions"
         self.shown_url = redacted(self.url)
+        if not key_allowed(self.url, named=api_key_env is not None):
+            raise ValueError(
+                f"refusing to send ${env} over plain http to {self.shown_url}: use https, or "
+                f"name the variable for this endpoint (api_key_env={env!r}, --judge-key-env "
+                f"{env}) to send it anyway"
+            )
         self.model = self.name = model
         self.api_key_env = env
         self.params = judge_params(model, top_logprobs)

@@ -237,7 +237,7 @@ def serve_in_thread(
     Examples:
         >>> from emlens.eval.judges.http import HTTPJudge
         >>> server, url = serve_in_thread(model, name="tiny")
-        >>> judge = HTTPJudge(url, "tiny", api_key_env="NONE", cache=None)
+        >>> judge = HTTPJudge(url, "tiny", cache=None)
         >>> judge.check()  # the endpoint answers with logprobs
         >>> server.shutdown()
     """
