@@ -115,6 +115,20 @@ def test_content_part_lists_are_read_as_text(tiny_server):
     assert code == 400 and "messages[0].content[2]" in err["error"]["message"]
 
 
+def test_no_small_default_cap_and_streaming_is_refused_not_ignored(tiny_server):
+    """Issue 24: OpenAI's API has no 16-token default; a stream request gets a clear 400."""
+    url = tiny_server(ServeLimits(max_work=24))
+    body = {"messages": HI["messages"], "temperature": 0}
+    code, out, _ = call(url, body)
+    tokens = out["usage"]["completion_tokens"]
+    assert code == 200 and (tokens == 24 or out["choices"][0]["finish_reason"] == "stop")
+    assert tokens > 16 or out["choices"][0]["finish_reason"] == "stop"
+    code, out, _ = call(url, {**body, "n": 2})
+    assert code == 200 and out["usage"]["completion_tokens"] <= 24  # 12 each at most
+    code, err, _ = call(url, {**HI, "stream": True})
+    assert code == 400 and "'stream': true is not supported" in err["error"]["message"]
+
+
 def test_one_request_work_and_body_are_bounded(tiny_server):
     url = tiny_server(ServeLimits(max_work=8, max_body=2048))
     code, err, _ = call(url, {**HI, "n": 64, "max_tokens": 4096}, timeout=20)

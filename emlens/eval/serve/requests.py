@@ -4,7 +4,10 @@ The OpenAI API's ``messages`` (content a string or a list of ``{"type": "text", 
 parts, as many clients send), ``max_tokens`` (or ``max_completion_tokens``), ``temperature``,
 ``top_p``, ``seed``, ``n``, ``logprobs`` and ``top_logprobs``. The work of one request is
 bounded: ``n x max_tokens`` at most ``max_work`` tokens, so one request cannot starve the
-others; anything else is a `BadRequest` (HTTP 400) naming the field and what was expected.
+others; a request without a limit gets what the bound allows (OpenAI's API has no small
+default cap: a completion ends at the end of its turn). Streaming (``"stream": true``) is
+refused, not ignored. Anything else is a `BadRequest` (HTTP 400) naming the field and what
+was expected.
 """
 
 from __future__ import annotations
@@ -117,20 +120,30 @@ def parse_request(body: Any, max_work: int = MAX_WORK) -> ChatRequest:
             asks for more than ``max_work`` tokens.
 
     Examples:
-        >>> parse_request({"messages": [{"role": "user", "content": "Hi"}]}).max_tokens
-        16
+        >>> hi = {"messages": [{"role": "user", "content": "Hi"}]}
+        >>> parse_request(hi).max_tokens  # no limit asked: the server's bound
+        4096
+        >>> parse_request(hi | {"n": 4}).max_tokens  # max_work // n
+        2048
     """
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    if body.get("stream"):
+        raise BadRequest(
+            "'stream': true is not supported by emlens serve: send the request without it "
+            "(the whole completion comes in one response)"
+        )
     temperature = _number(body, "temperature", 1.0, float)
+    n = _number(body, "n", 1, int)
     max_tokens = _number(body, "max_tokens", None, int)
     if max_tokens is None:
-        max_tokens = _number(body, "max_completion_tokens", 16, int)
+        bound = min(MAX_TOKENS, max_work // max(n, 1))
+        max_tokens = _number(body, "max_completion_tokens", bound, int)
     req = ChatRequest(
         messages=_messages(body.get("messages")),
         max_tokens=max_tokens,
         temperature=temperature,
-        n=_number(body, "n", 1, int),
+        n=n,
         top_logprobs=_number(body, "top_logprobs", 0, int) if body.get("logprobs") else 0,
         top_p=_number(body, "top_p", 1.0, float) if temperature > 0 else 1.0,  # greedy: unused
         seed=_number(body, "seed", None, int),
