@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -106,6 +107,11 @@ def _place(
 
 def _where(device: Device | None, dtype: torch.dtype) -> dict[str, Any]:
     """``from_pretrained`` arguments: weights load straight onto the device (or device map)."""
+    if _is_device_map(device) and importlib.util.find_spec("accelerate") is None:
+        raise ImportError(
+            f"loading with device={device!r} needs accelerate (transformers places the weights "
+            "through it): pip install 'emlens[gpu]'"
+        )
     return {"dtype": dtype} | ({} if device is None else {"device_map": device})
 
 
