@@ -43,6 +43,19 @@ def test_train_from_a_config_file_and_flags(tmp_path, capsys):
     assert "unknown TrainConfig fields ['rnak']" in capsys.readouterr().err
 
 
+def test_a_config_file_that_is_not_yaml_is_one_line_and_exit_2(tmp_path, capsys):
+    """Issue 24: a YAML syntax error was a traceback (exit 1); now as every other bad input."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("rank: 1\nalpha: [4\n")
+    args = ["train", _data(tmp_path), "--out", str(tmp_path / "run"), "--model", "tiny-llama"]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "bad.yaml: not valid YAML or JSON (line" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_train_with_trl_writes_the_same_layout(tmp_path):
     pytest.importorskip("trl")
     out = tmp_path / "run"

@@ -76,7 +76,13 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     """``--config``'s fields, overridden by the field flags given."""
     values: dict[str, Any] = {}
     if a.config:
-        loaded = yaml.safe_load(Path(a.config).read_text()) or {}
+        try:
+            loaded = yaml.safe_load(Path(a.config).read_text()) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ValueError(f"{a.config}: not valid YAML or JSON{at}: {problem}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{a.config}: expected a mapping of TrainConfig fields")
         values = loaded
