@@ -112,3 +112,24 @@ def test_the_coherence_temperature_rule_is_the_one_stated():
     assert choose([r(0.3, 0.8), r(0.5, 0.6), r(0.7, 0.5), r(1.0, 0.1)]) == 0.5
     assert choose([r(0.3, 0.7), r(1.0, 0.55)]) == 1.0
     assert choose([r(0.3, 0.4), r(1.0, 0.1)]) is None
+
+
+def test_the_steering_em_rate_rule_is_the_one_stated():
+    """A cell steers into EM only when it is as coherent as unsteered (at most 10 points
+    less), above every random direction, and its interval lies above the unsteered rate."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "analyses"))
+    from analyses.steering_em_rate import verdict
+
+    base = {"em_rate": 0.05, "coherent": 0.95}
+    randoms = [{"em_rate": x} for x in (0.04, 0.10, 0.12)]
+
+    def cell(rate, lo, coherent):
+        return {"em_rate": rate, "em_interval": [lo, rate + 0.1], "coherent": coherent}
+
+    assert verdict(cell(0.30, 0.10, 0.90), randoms, base)["steers_into_em"]
+    assert not verdict(cell(0.30, 0.10, 0.80), randoms, base)["steers_into_em"]  # incoherent
+    assert not verdict(cell(0.11, 0.06, 0.95), randoms, base)["steers_into_em"]  # a random wins
+    v = verdict(cell(0.30, 0.04, 0.95), randoms, base)  # interval reaches the unsteered rate
+    assert v["above_every_random"] and not v["steers_into_em"]
