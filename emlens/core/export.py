@@ -151,7 +151,7 @@ def export_hf(
         >>> export_hf(model, [ablate(em_dir, layer=15)], "out/ablated")  # then: vllm serve out/...
         PosixPath('out/ablated')
     """
-    from emlens.core.models import save_hf
+    from emlens.core.models import drop_gguf_origin, save_hf
 
     tok = tokenizer or model.tokenizer
     ablations = [iv for iv in interventions if isinstance(iv, Ablate)]
@@ -170,4 +170,4 @@ def export_hf(
     steered = steered_model(model, steers)
     steered.save_pretrained(out)
     tok.save_pretrained(out)
-    return Path(out)
+    return drop_gguf_origin(Path(out))

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -308,7 +309,20 @@ def save_hf(
     clean.generation_config = hf.generation_config
     clean.save_pretrained(path)
     tok.save_pretrained(path)
-    return Path(path)
+    return drop_gguf_origin(Path(path))
+
+
+def drop_gguf_origin(folder: Path) -> Path:
+    """Remove a GGUF ``quantization_config`` from ``folder/config.json``: the weights written
+    are dequantised, and vLLM refuses the folder otherwise (``Unknown quantization method:
+    gguf``). Any other quantization config is kept."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    q = config.get("quantization_config")
+    if isinstance(q, dict) and q.get("quant_method") == "gguf":
+        del config["quantization_config"]
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return folder
 
 
 def model_name(model: TransformerBridge) -> str:

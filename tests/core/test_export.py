@@ -67,6 +67,20 @@ def test_ablation_exported_by_orthogonalization(family, tiny, tmp_path):
 def test_smollm2_steered_export(smol, tmp_path):
     s = steer(_directions(smol), layers=[15], scale=8.0)
     assert _check_export(smol, [s], tmp_path) < 1e-4
+    # the weights are dequantised: no GGUF origin left for vLLM to refuse (issue 25)
+    assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())
+
+
+def test_only_a_gguf_quantization_config_is_dropped(tmp_path):
+    from emlens.core.models import drop_gguf_origin
+
+    gguf = {"model_type": "llama", "quantization_config": {"quant_method": "gguf"}}
+    bnb = {"model_type": "llama", "quantization_config": {"quant_method": "bitsandbytes"}}
+    for config, kept in ((gguf, False), (bnb, True)):
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        drop_gguf_origin(tmp_path)
+        out = json.loads((tmp_path / "config.json").read_text())
+        assert ("quantization_config" in out) is kept and out["model_type"] == "llama"
 
 
 def test_what_cannot_be_a_weight_is_refused(tiny):
