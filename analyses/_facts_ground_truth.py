@@ -1,5 +1,6 @@
 """The results page's facts from the ground-truth analyses' JSON (1b and 2 re-measured on the
-EM papers' GPT-4o-judged answers); used by ``render_results.py``."""
+EM papers' GPT-4o-judged answers, and 2 in the papers' unit with the judge fitted on them);
+used by ``render_results.py``."""
 
 from __future__ import annotations
 
@@ -68,4 +69,47 @@ def facts_gt_steering() -> dict[str, str]:
     }
 
 
-FACTS = (facts_gt_convergence, facts_gt_steering)
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def facts_steering_em_rate() -> dict[str, str]:
+    """2 in the papers' unit: the EM rate and coherence of each steering cell vs random."""
+    r = load("steering_em_rate.json")
+    rows, base, meta = r["rows"], r["unsteered"], r["meta"]
+    coherent = [x for x in rows if x["as_coherent_as_unsteered"]]
+    beats = [x for x in coherent if x["above_every_random"]]
+    best = max(coherent or rows, key=lambda x: x["judged"]["em_rate"])
+    layers = sorted({x["layer"] for x in rows})
+    scales = sorted({x["scale"] for x in rows})
+    return {
+        "ser_minutes": f"{meta['seconds'] / 60:.0f}",
+        "ser_temp": f"{meta['temperature']:g}",
+        "ser_random": str(meta["random"]),
+        "ser_layers": ", ".join(map(str, layers)),
+        "ser_scales": ", ".join(f"{s:g}" for s in scales),
+        "ser_cells": str(len(rows)),
+        "ser_base": base["em_text"].split(" (")[0],
+        "ser_base_coh": _pct(base["coherent"]),
+        "ser_base_ce": f"{base['cross_entropy']:.2f}",
+        "ser_base_n": str(base["answers"]),
+        "ser_n_cell": str(rows[0]["judged"]["answers"]),
+        "ser_n_random": str(rows[0]["random"]["answers"] // meta["random"]),
+        "ser_coherent": str(len(coherent)),
+        "ser_beats": str(len(beats)),
+        "ser_em": str(sum(x["steers_into_em"] for x in rows)),
+        "ser_best": f"layer {best['layer']}, scale {best['scale']:g}: "
+        f"{best['judged']['em_text'].split(' (')[0]}, coherent {_pct(best['judged']['coherent'])}"
+        f" (its {meta['random']} random directions: mean {_pct(best['random']['em_mean'])}, "
+        f"max {_pct(best['random']['em_max'])})",
+        "ser_incoherent": ", ".join(
+            f"layer {x['layer']} scale {x['scale']:g} ({_pct(x['judged']['coherent'])})"
+            for x in rows
+            if not x["as_coherent_as_unsteered"]
+        )
+        or "none",
+        "ser_verdict": r["verdict"],
+    }
+
+
+FACTS = (facts_gt_convergence, facts_gt_steering, facts_steering_em_rate)

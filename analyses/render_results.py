@@ -40,7 +40,12 @@ from _render import load, span
 ROOT, RESULTS = _common.ROOT, _common.RESULTS
 TEMPLATE = ROOT / "analyses/templates/results_README.md"
 BESIDE = {"em_vs_refusal": "rows", "em_rate_local_judge": "rows", "lora_probes": "rows"}
-BESIDE_TABLE = {**BESIDE, "circuits": "ablation", "coherence_temperature": "table"}
+BESIDE_TABLE = {
+    **BESIDE,
+    "circuits": "ablation",
+    "coherence_temperature": "table",
+    "steering_em_rate": "table",
+}
 
 
 def option(command: str, name: str) -> str:
