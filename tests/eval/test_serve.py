@@ -264,3 +264,24 @@ def test_load_small_requests_are_answered_and_the_server_stays_up(tiny_server, m
     with urllib.request.urlopen(url + "/models", timeout=10) as r:
         assert r.status == 200
     assert time.monotonic() - t0 < 30
+
+
+def test_a_burst_is_answered_or_refused_never_reset(tiny_server):
+    """Issue 24: 32 clients at once against --max-queue 8: each gets a 200 or a 503 with
+    Retry-After; before, a burst beyond the listen backlog had connections reset."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = tiny_server(ServeLimits(max_queue=8, retry_after=1))
+
+    def one(_):
+        try:
+            code, _, headers = call(url, HI, timeout=60)
+        except (ConnectionError, OSError) as e:  # a reset or refused connection
+            return type(e).__name__, None
+        return code, headers.get("Retry-After")
+
+    with ThreadPoolExecutor(32) as pool:
+        out = list(pool.map(one, range(32)))
+    assert all(code in (200, 503) for code, _ in out), out
+    assert all(retry == "1" for code, retry in out if code == 503)
+    assert any(code == 200 for code, _ in out)

@@ -79,6 +79,9 @@ class _Server(ThreadingHTTPServer):
     """A threading server that carries what its handlers share."""
 
     daemon_threads = True
+    # the listen backlog (socketserver's default is 5): a burst of clients beyond it had its
+    # connections reset instead of answered or refused with 503
+    request_queue_size = 256
 
     def __init__(
         self,
