@@ -4,6 +4,7 @@ used by ``render_results.py``."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,6 @@ def facts_steering_em_rate() -> dict[str, str]:
         "ser_n_random": str(rows[0]["random"]["answers"] // meta["random"]),
         "ser_coherent": str(len(coherent)),
         "ser_beats": str(len(beats)),
-        "ser_em": str(sum(x["steers_into_em"] for x in rows)),
         "ser_best": f"layer {best['layer']}, scale {best['scale']:g}: "
         f"{best['judged']['em_text'].split(' (')[0]}, coherent {_pct(best['judged']['coherent'])}"
         f" (its {meta['random']} random directions: mean {_pct(best['random']['em_mean'])}, "
@@ -109,6 +109,24 @@ def facts_steering_em_rate() -> dict[str, str]:
         )
         or "none",
         "ser_verdict": r["verdict"],
+        "ser_lift": span([100 * (x["judged"]["em_rate"] - base["em_rate"]) for x in beats], ".0f")
+        if beats
+        else "none",
+        "ser_margin": span(
+            [100 * (x["judged"]["em_rate"] - x["random"]["em_max"]) for x in beats], ".0f"
+        )
+        if beats
+        else "none",
+        "ser_judge_error": re.search(r"judge error ±([\d.]+)", base["em_text"]).group(1),
+        "ser_clear_incoherent": ", ".join(
+            f"layer {x['layer']} scale {x['scale']:g} ({x['judged']['em_text'].split(' (')[0]}, "
+            f"coherent {_pct(x['judged']['coherent'])})"
+            for x in rows
+            if x["interval_above_unsteered"]
+            and x["above_every_random"]
+            and not x["as_coherent_as_unsteered"]
+        )
+        or "none",
     }
 
 
