@@ -110,9 +110,17 @@ non_negative = _typed(_at_least(0, _finite), "a finite number >= 0")
 port = _typed(_port, "a port 0-65535")
 
 
+REFERENCE = "reference"  # names the shipped judged EM direction (SmolLM2's) in a spec
+
+
 def direction_file(path: str) -> DirectionSet:
-    """The direction set in ``path``, or a one-line error naming the file."""
+    """The direction set in ``path`` (``reference``: `emlens.reference_em_direction`), or a
+    one-line error naming the file."""
     try:
+        if path == REFERENCE and not Path(path).exists():
+            from emlens.core.data import reference_em_direction
+
+            return reference_em_direction()
         return DirectionSet.load(path)
     except (OSError, ValueError) as e:
         raise BadValue(str(e)) from None
@@ -122,7 +130,10 @@ def steer_spec(spec: str) -> tuple[DirectionSet, list[int], float]:
     """``--steer FILE:LAYERS:SCALE``, the file read and the numbers checked."""
     parts = spec.rsplit(":", 2)
     if len(parts) != 3:
-        raise BadValue(f"expected FILE:LAYERS:SCALE (e.g. em.safetensors:15:4), not {spec!r}")
+        raise BadValue(
+            f"expected FILE:LAYERS:SCALE (e.g. em.safetensors:15:4, or reference:15:4 for the "
+            f"shipped judged EM direction), not {spec!r}"
+        )
     path, ly, scale = parts
     return direction_file(path), layers(ly), finite(scale)
 

@@ -29,9 +29,19 @@ def model_args(s: argparse.ArgumentParser) -> None:
 def intervention_args(s: argparse.ArgumentParser) -> None:
     """Add ``--steer FILE:LAYERS:SCALE`` and ``--ablate FILE:LAYER`` (files read when parsed)."""
     s.add_argument(
-        "--steer", action="append", default=[], type=steer_spec, help="FILE:LAYERS:SCALE"
+        "--steer",
+        action="append",
+        default=[],
+        type=steer_spec,
+        help="FILE:LAYERS:SCALE (FILE: a direction file, or reference: the shipped judged EM one)",
     )
-    s.add_argument("--ablate", action="append", default=[], type=ablate_spec, help="FILE:LAYER")
+    s.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        type=ablate_spec,
+        help="FILE:LAYER (FILE as --steer)",
+    )
 
 
 def add_load_options(s: argparse.ArgumentParser) -> None:

@@ -20,6 +20,8 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -199,6 +201,25 @@ def input_device(model: TransformerBridge | torch.nn.Module) -> torch.device:
     return embed_weight(cast(PreTrainedModel, model)).device
 
 
+@contextmanager
+def _no_pip_installs() -> Iterator[None]:
+    """TransformerBridge (transformer_lens 4.x) runs ``pip install torchvision`` when a
+    multimodal model's processor needs it; here that pulled a CUDA torch over the CPU one. While
+    emlens boots a bridge it may only find torchvision, not install it (without it a multimodal
+    model boots with no image processor; emlens hooks its text model)."""
+    from transformer_lens.model_bridge.sources.transformers import helpers
+
+    original = getattr(helpers, "_ensure_torchvision", None)
+    if original is None:
+        yield
+        return
+    helpers._ensure_torchvision = lambda: importlib.util.find_spec("torchvision") is not None
+    try:
+        yield
+    finally:
+        helpers._ensure_torchvision = original
+
+
 def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> TransformerBridge:
     """Wrap an HF model as a TransformerBridge (switches it to eager attention in place).
 
@@ -211,9 +232,10 @@ def bridge(hf: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str) -> Tran
     if not hf.config.architectures:  # built by from_config; the bridge picks its adapter by it
         hf.config.architectures = [type(hf).__name__]
     try:
-        model = TransformerBridge.boot_transformers(
-            name, hf_model=hf, tokenizer=tok, device=input_device(hf), dtype=hf.dtype
-        )
+        with _no_pip_installs():
+            model = TransformerBridge.boot_transformers(
+                name, hf_model=hf, tokenizer=tok, device=input_device(hf), dtype=hf.dtype
+            )
     except ValueError as e:
         if "Could not determine supported architecture" not in str(e):
             raise

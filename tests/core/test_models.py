@@ -77,9 +77,15 @@ def test_bad_specs_say_what_was_expected(tmp_path):
         load_model("tiny-llama", adapter=tmp_path)
 
 
-def test_multimodal_gemma3_is_hooked_through_its_language_model():
+def test_multimodal_gemma3_is_hooked_through_its_language_model(monkeypatch):
     """Gemma 3 4B-27B checkpoints are Gemma3ForConditionalGeneration (what AutoModelForCausalLM
-    loads them as); on text their bridge is the language model, post-norms included."""
+    loads them as); on text their bridge is the language model, post-norms included. Booting
+    it installs nothing (TransformerBridge would pip install torchvision, and with it a CUDA
+    torch over the CPU one)."""
+    import subprocess
+
+    installs: list = []
+    monkeypatch.setattr(subprocess, "check_call", lambda cmd, *_, **__: installs.append(cmd))
     from transformers import AutoModelForCausalLM, Gemma3Config, SiglipVisionConfig
 
     from emlens.core._arch import blocks, writer_hooks
@@ -104,6 +110,7 @@ def test_multimodal_gemma3_is_hooked_through_its_language_model():
         model = bridge(hf.eval(), tok, "tiny-gemma3-vision")
         got = model(ids)
     assert (got - want).abs().max() <= 1e-4  # the text model's logits, through the bridge
+    assert installs == []
     assert len(blocks(hf)) == 3 and writer_hooks(model, 0)[1] == "blocks.0.ln2_post.hook_out"
     with pytest.raises(ValueError, match="Gemma 2/3"):
         orthogonalize(model, torch.ones(64))
