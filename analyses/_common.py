@@ -38,6 +38,7 @@ from emlens.core.models import bridge, load_hf, merge_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/results"
+PLOTLYJS = ROOT / "docs/assets/plotly.min.js"  # one offline copy for every figure under docs/
 # Options that change where or how fast a script runs, not what its stages compute (the
 # ground-truth scripts' --reference and --cache: where their inputs are read from).
 NOT_RESULTS = frozenset({"out", "threads", "train_only", "reference", "cache"})

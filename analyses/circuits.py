@@ -170,7 +170,7 @@ def render(run: common.Analysis, comps: list, scores: dict, sets: dict, ablation
         height=520,
     )
     title = "Components writing the EM and refusal directions"
-    write_report(run.beside(".html"), title, [fig], embed_plotlyjs=False)
+    write_report(run.beside(".html"), title, [fig], plotlyjs=common.PLOTLYJS)
     meta = run.meta(layer=a.layer, k=a.k, n=a.n, seed=a.seed)
     result = {"meta": meta, **{k: v for k, v in sets.items() if k != "ablated"}, "ablation": rows}
     md = [

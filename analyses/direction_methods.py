@@ -79,7 +79,7 @@ def figures(run: common.Analysis, r: dict[str, Any]) -> list[str]:
         figs["steering"] = steering_figure(run, r)
     for stem, fig in figs.items():
         fig.update_layout(height=420, width=820)
-        save_figure(fig, run.out / stem)
+        save_figure(fig, run.out / stem, plotlyjs=common.PLOTLYJS)
     return list(figs)
 
 

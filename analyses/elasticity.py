@@ -154,7 +154,7 @@ def figures(run: common.Analysis, res: Resistance, curves: dict) -> None:
             fig.add_scatter(
                 x=list(range(1, len(y) + 1)), y=y, name=f"{which} k={k}", line_dash=dash
             )
-    save_figure(fig, run.out / "resistance")
+    save_figure(fig, run.out / "resistance", plotlyjs=common.PLOTLYJS)
     fig = common.figure(
         "Rebound: preference for bad answers after p good, then n bad medical examples",
         "negative examples n",
@@ -164,7 +164,7 @@ def figures(run: common.Analysis, res: Resistance, curves: dict) -> None:
         for p, c in curves.items():
             ys = [r[key] for r in c]
             fig.add_scatter(x=run.args.negative, y=ys, name=f"{key}, {p} positive", line_dash=dash)
-    save_figure(fig, run.out / "rebound")
+    save_figure(fig, run.out / "rebound", plotlyjs=common.PLOTLYJS)
 
 
 def readme(s: dict, model: str) -> str:

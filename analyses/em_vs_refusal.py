@@ -113,7 +113,7 @@ def render(
     for name, ys in series.items():
         fig.add_scatter(x=dirs["em"].layers, y=ys, mode="lines+markers", name=name)
     fig.update_layout(height=450)
-    write_report(run.beside(".html"), "EM vs refusal direction", [fig], embed_plotlyjs=False)
+    write_report(run.beside(".html"), "EM vs refusal direction", [fig], plotlyjs=common.PLOTLYJS)
     rows = [
         {"layer": ly, **{k: round(v[i], 4) for k, v in series.items()}}
         for i, ly in enumerate(dirs["em"].layers)

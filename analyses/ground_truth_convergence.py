@@ -186,7 +186,7 @@ def write(r: dict[str, Any], stem: Path, model: str) -> list[str]:
     ]
     Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
     html = Path(f"{stem}.html")
-    write_report(html, "Ground-truth convergence", [figure(r, model)], embed_plotlyjs=False)
+    write_report(html, "Ground-truth convergence", [figure(r, model)], plotlyjs=common.PLOTLYJS)
     return lines
 
 

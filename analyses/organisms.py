@@ -228,7 +228,7 @@ def figures(run: common.Analysis, layers: list[int], cos: dict, q95: float, rows
         fig.add_scatter(x=layers, y=v, name=name)
     for y in (q95, -q95):
         fig.add_hline(y=y, line_dash="dot", line_color="grey")
-    save_figure(fig, run.out / "cosine")
+    save_figure(fig, run.out / "cosine", plotlyjs=common.PLOTLYJS)
     fig = common.figure(
         "Ablation in each organism: change of the contrastive score (95% CI)",
         "",
@@ -242,7 +242,7 @@ def figures(run: common.Analysis, layers: list[int], cos: dict, q95: float, rows
         error = {"array": hi, "arrayminus": lo}
         fig.add_trace(go.Bar(x=list(conds), y=ch, name=org, error_y=error))
     fig.update_layout(barmode="group")
-    save_figure(fig, run.out / "ablation")
+    save_figure(fig, run.out / "ablation", plotlyjs=common.PLOTLYJS)
 
 
 def readme(s: dict, layers: list[int]) -> str:

@@ -161,14 +161,14 @@ def figures(run, traj: dict, train_log: list, evals: list, sets: list[str], gap:
             fig.add_scatter(x=steps, y=v, name=f"{which} {n}", row=1, col=col)
     fig.update_layout(title="LoRA vector norms over training", template="plotly_white")
     fig.update_xaxes(title_text="step")
-    save_figure(fig, out / "norms")
+    save_figure(fig, out / "norms", plotlyjs=common.PLOTLYJS)
 
     fig = common.figure("Local cosine of the B trajectory", "step", "cos(B[t-k]-B[t], B[t+k]-B[t])")
     for k, lc in traj["local_cosines"].items():
         fig.add_scatter(x=steps, y=lc, name=f"k={k}")
     if (pc := traj["phase_change"]) and pc["step"] is not None:
         fig.add_vline(x=pc["step"], line_dash="dash", annotation_text=f"phase change ~{pc['step']}")
-    save_figure(fig, out / "local_cosine")
+    save_figure(fig, out / "local_cosine", plotlyjs=common.PLOTLYJS)
 
     if p := traj["pca"]:
         ev = p["explained"]
@@ -177,12 +177,12 @@ def figures(run, traj: dict, train_log: list, evals: list, sets: list[str], gap:
         marker = {"color": steps, "colorscale": "Viridis", "showscale": True}
         text = [f"step {s}" for s in steps]
         fig.add_scatter(x=x, y=y, mode="markers+lines", marker=marker, text=text, name="B")
-        save_figure(fig, out / "pca")
+        save_figure(fig, out / "pca", plotlyjs=common.PLOTLYJS)
 
     if traj["comp"] is not None:
         fig = common.figure("Comp score of B against the final step (de-meaned)", "step", "comp")
         fig.add_scatter(x=steps, y=traj["comp"], name="comp")
-        save_figure(fig, out / "comp_score")
+        save_figure(fig, out / "comp_score", plotlyjs=common.PLOTLYJS)
 
     fig = common.figure("Loss per answer token over training", "step", "nats")
     fig.add_scatter(
@@ -192,7 +192,7 @@ def figures(run, traj: dict, train_log: list, evals: list, sets: list[str], gap:
     for key in sets:
         fig.add_scatter(x=eval_steps, y=[e[f"eval_{key}"] for e in evals], name=key)
     fig.add_scatter(x=eval_steps, y=list(gap.values()), name="gap: aligned - misaligned")
-    save_figure(fig, out / "behaviour")
+    save_figure(fig, out / "behaviour", plotlyjs=common.PLOTLYJS)
 
 
 def readme(s: dict) -> str:

@@ -85,7 +85,7 @@ def render(run: common.Analysis, n_held: int, baseline: dict, rows: list[dict]) 
         for name in DIRECTIONS:
             fig = heatmap([r for r in rows if r["direction"] == name], metric)
             fig.update_layout(title=f"{metric}, steering with the {name} direction")
-            save_figure(fig, run.out / f"{metric}_{name}")
+            save_figure(fig, run.out / f"{metric}_{name}", plotlyjs=common.PLOTLYJS)
     summary = {
         "command": run.command,
         "model": a.model,

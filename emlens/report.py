@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,38 @@ def norms_figure(layers: list[int], norms: dict[str, list[float]]) -> go.Figure:
 
 
 STATIC_FORMATS = ("png", "svg", "pdf")
+PlotlyJS = str | Path  # "directory" (plotly.min.js beside the page), or a plotly.min.js file
+
+
+def plotlyjs_file(path: str | Path) -> Path:
+    """Write the installed plotly's own plotly.min.js to ``path`` (unless it is already that
+    file), so pages can load it offline; returns the path."""
+    from plotly.offline import get_plotlyjs
+
+    path, js = Path(path), get_plotlyjs()
+    if not path.is_file() or path.read_text(encoding="utf-8") != js:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(js, encoding="utf-8")
+    return path
+
+
+def _plotlyjs_src(page: Path, plotlyjs: PlotlyJS) -> str:
+    """plotly's ``include_plotlyjs`` for ``page``: ``"directory"``, or a path to the shared file
+    relative to the page (the file written where missing)."""
+    if plotlyjs == "directory":
+        return "directory"
+    js = plotlyjs_file(plotlyjs).resolve()
+    return os.path.relpath(js, page.parent.resolve())
 
 
 def save_figure(
-    fig: go.Figure, path: str | Path, formats: Sequence[str] = STATIC_FORMATS
+    fig: go.Figure,
+    path: str | Path,
+    formats: Sequence[str] = STATIC_FORMATS,
+    plotlyjs: PlotlyJS = "directory",
 ) -> list[Path]:
-    """Write ``fig`` as interactive HTML and, where static export works, as images beside it.
+    """Write ``fig`` as interactive HTML that works offline and, where static export works, as
+    images beside it.
 
     Static export needs kaleido 1.x (``pip install "emlens[figures]"``) and a Chrome or
     Chromium, found on the PATH or at ``BROWSER_PATH`` (Debian: ``apt-get install chromium``,
@@ -67,20 +94,24 @@ def save_figure(
         fig: the figure.
         path: where to write (any suffix is replaced: ``x.html``, ``x.png``, ...).
         formats: static formats written beside the HTML (one browser session for all).
+        plotlyjs: where the page loads plotly.js from, never a CDN: ``"directory"`` writes
+            plotly.min.js beside the page; a path names one shared copy (written if missing)
+            that the page loads by its relative path.
 
     Returns:
-        The files written, the HTML first (plotly.js loads from its CDN).
+        The files written, the HTML first.
     """
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
+    page = path.with_suffix(".html")
+    fig.write_html(page, include_plotlyjs=_plotlyjs_src(page, plotlyjs))
     images = [path.with_suffix(f".{f}") for f in formats]
     try:
         if images:
             write_images([fig] * len(images), images)
     except (ImportError, ValueError, RuntimeError, OSError):
         images = []  # no static image export in this install (no kaleido or no browser)
-    return [path.with_suffix(".html"), *images]
+    return [page, *images]
 
 
 def table_html(header: list[str], rows: list[list[object]]) -> str:
@@ -99,16 +130,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_report(
-    path: str | Path, title: str, parts: list[str | go.Figure], embed_plotlyjs: bool = True
+    path: str | Path,
+    title: str,
+    parts: list[str | go.Figure],
+    plotlyjs: PlotlyJS | None = None,
 ) -> Path:
-    """Write an HTML page of text/HTML snippets and figures. plotly.js is embedded once
-    (works offline, ~4.7 MB) or, with ``embed_plotlyjs=False``, loaded from its CDN."""
+    """Write an HTML page of text/HTML snippets and figures that works offline: plotly.js is
+    embedded once (~4.7 MB) or, with ``plotlyjs`` (as in `save_figure`), loaded from a local
+    copy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    include: bool | str = True if plotlyjs is None else _plotlyjs_src(path, plotlyjs)
     chunks, first = [], True
     for p in parts:
         if isinstance(p, go.Figure):
-            js = (embed_plotlyjs or "cdn") if first else False
+            js = include if first else False
             chunks.append(to_html(p, full_html=False, include_plotlyjs=js))
             first = False
         else:

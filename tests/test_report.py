@@ -1,12 +1,13 @@
 import importlib.util
 import os
+import re
 from pathlib import Path
 from shutil import which
 
 import plotly.graph_objects as go
 import pytest
 
-from emlens.report import markdown_table, save_figure
+from emlens.report import markdown_table, save_figure, write_report
 
 
 def test_save_figure_writes_html_and_a_png_only_where_export_works(tmp_path):
@@ -20,6 +21,30 @@ def test_save_figure_writes_html_and_a_png_only_where_export_works(tmp_path):
     assert all(p.exists() for p in images)
     if importlib.util.find_spec("kaleido") is None:
         assert not images
+
+
+def _scripts(page: Path) -> list[str]:
+    return re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+
+
+def test_figures_load_plotlyjs_offline_never_from_a_cdn(tmp_path):
+    from plotly.offline import get_plotlyjs
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[2, 3]))
+    beside = save_figure(fig, tmp_path / "a" / "fig", formats=[])[0]
+    assert _scripts(beside) == ["plotly.min.js"]
+    assert (tmp_path / "a" / "plotly.min.js").read_text() == get_plotlyjs()
+    shared = tmp_path / "assets" / "plotly.min.js"
+    deep = save_figure(fig, tmp_path / "b" / "c" / "fig", formats=[], plotlyjs=shared)[0]
+    assert _scripts(deep) == ["../../assets/plotly.min.js"]
+    assert shared.read_text() == get_plotlyjs()
+    assert (deep.parent / _scripts(deep)[0]).resolve() == shared.resolve()
+    page = write_report(tmp_path / "r.html", "t", ["<p>x</p>", fig, fig])
+    assert _scripts(page) == [] and page.read_text().count("Plotly.newPlot") == 2  # embedded
+    linked = write_report(tmp_path / "r2.html", "t", [fig], plotlyjs=shared)
+    assert _scripts(linked) == ["assets/plotly.min.js"]
+    for p in (beside, deep, page, linked):
+        assert not [src for src in _scripts(p) if "://" in src]
 
 
 def browser() -> str | None:

@@ -153,3 +153,18 @@ def test_judge_targets_are_judged_by_their_rule():
     assert m.met(0.95, ">=", 0.95) and not m.met(0.949, ">=", 0.95)
     assert m.met(1.25, "in", (0.8, 1.25)) and not m.met(0.79, "in", (0.8, 1.25))
     assert m.met(0.02, "<=", 0.02) and not m.met(0.021, "<=", 0.02)
+
+
+def test_every_figure_under_docs_loads_plotlyjs_locally_and_has_a_png_beside_it():
+    """Offline and on GitHub (no CDN; `analyses/figure_images.py` draws the PNGs)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "docs"
+    pages = [p for p in root.rglob("*.html") if "Plotly.newPlot" in p.read_text()]
+    assert pages
+    for page in pages:
+        for src in re.findall(r'<script[^>]*src="([^"]+)"', page.read_text()):
+            assert "://" not in src, f"{page} loads {src}: run analyses/figure_images.py"
+            assert (page.parent / src).is_file(), f"{page}: {src} is not there"
+        png = page.with_suffix(".png")
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", f"no PNG beside {page}"
