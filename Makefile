@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/emlens demo --out out/demo
 
 lint: setup
-	$(BIN)/ruff check emlens tests benchmarks analyses docs/tutorials
-	$(BIN)/ruff format --check emlens tests benchmarks analyses docs/tutorials
+	$(BIN)/ruff check emlens tests benchmarks analyses docs/tutorials docs/hooks
+	$(BIN)/ruff format --check emlens tests benchmarks analyses docs/tutorials docs/hooks
 	$(BIN)/mypy
 
 test: setup lint

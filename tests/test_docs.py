@@ -5,6 +5,7 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,8 +165,11 @@ def test_notebook_outputs_render(tmp_path, monkeypatch):
     (tmp_path / "docs" / "index.md").write_text("# Home\n")
     nb = tmp_path / "docs" / "tutorials" / "t.ipynb"
     assert "- docs/tutorials/mkdocs_hooks.py" in (ROOT / "mkdocs.yml").read_text()
+    assert "- docs/hooks/offline.py" in (ROOT / "mkdocs.yml").read_text()
     hooks = [str(ROOT / "docs" / "tutorials" / "mkdocs_hooks.py")]
+    hooks.append(str(ROOT / "docs" / "hooks" / "offline.py"))
     config = {"site_name": "t", "plugins": [{"mkdocs-jupyter": options}], "hooks": hooks}
+    config["theme"] = {"name": "readthedocs", "highlightjs": False}  # as mkdocs.yml
     (tmp_path / "mkdocs.yml").write_text(json.dumps(config))  # JSON is YAML
 
     def build(*sources: str) -> subprocess.CompletedProcess:
@@ -180,6 +184,51 @@ def test_notebook_outputs_render(tmp_path, monkeypatch):
     assert _code("print('answer', 6 * 7)") in _code(page), "the code cell is not on the page"
     assert "answer 42" in page_text(tmp_path / "site" / "tutorials" / "t" / "index.html")
     assert 'class="plotly-graph-div' in page, "the plotly figure is not shown as HTML"
+    assert _network_refs(tmp_path / "site" / "tutorials" / "t" / "index.html") == []
     stderr = re.findall(r'data-mime-type="application/vnd\.jupyter\.stderr"[\s>]', page)
     assert not stderr, "stderr (progress bars) is on the page"
     assert build("raise ValueError('boom')").returncode != 0, "a failing cell built anyway"
+
+
+def _network_refs(page: Path) -> list[str]:
+    """The scripts and stylesheets a built page would fetch from the network."""
+    text = page.read_text()
+    refs = re.findall(r'<script[^>]*\ssrc="([^"]*)"', text)
+    refs += re.findall(r'<link[^>]*\shref="([^"]*\.(?:css|js)[^"]*)"', text)
+    return [r for r in refs if re.match(r"(https?:)?//", r)]
+
+
+def test_the_site_loads_nothing_from_the_network(site):
+    out, _ = site
+    pages = list(out.rglob("*.html"))
+    assert len(pages) > 50
+    assert {str(p.relative_to(out)): r for p in pages if (r := _network_refs(p))} == {}
+    assert ".codehilite .k {" in (out / "assets" / "pygments.css").read_text()
+    tutorial = out / "tutorials" / "01_directions" / "index.html"
+    [mathjax] = re.findall(r'<script[^>]*src="([^"]*MathJax\.js[^"]*)"', tutorial.read_text())
+    assert (tutorial.parent / mathjax.split("?")[0]).resolve().is_file(), mathjax
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+def _rendered(page: Path) -> str:
+    """``page``'s DOM after its scripts ran, in headless Chromium with no network."""
+    cmd = [
+        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--proxy-server=127.0.0.1:9", "--virtual-time-budget=15000", "--dump-dom",
+        page.as_uri(),
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_formulas_and_figures_render_offline(site):
+    """A proxy that refuses every connection: MathJax typesets the tutorial's formulas and
+    plotly draws a results figure from the site's own files."""
+    out, _ = site
+    tutorial = _rendered(out / "tutorials" / "01_directions" / "index.html")
+    assert 'class="MathJax_Display"' in tutorial, "no formula was typeset"
+    figure = _rendered(out / "results" / "circuits.html")
+    assert 'class="main-svg"' in figure, "plotly drew no figure"
