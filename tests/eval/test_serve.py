@@ -115,8 +115,8 @@ def test_content_part_lists_are_read_as_text(tiny_server):
     assert code == 400 and "messages[0].content[2]" in err["error"]["message"]
 
 
-def test_no_small_default_cap_and_streaming_is_refused_not_ignored(tiny_server):
-    """Issue 24: OpenAI's API has no 16-token default; a stream request gets a clear 400."""
+def test_no_small_default_cap(tiny_server):
+    """Issue 24: OpenAI's API has no 16-token default."""
     url = tiny_server(ServeLimits(max_work=24))
     body = {"messages": HI["messages"], "temperature": 0}
     code, out, _ = call(url, body)
@@ -125,8 +125,58 @@ def test_no_small_default_cap_and_streaming_is_refused_not_ignored(tiny_server):
     assert tokens > 16 or out["choices"][0]["finish_reason"] == "stop"
     code, out, _ = call(url, {**body, "n": 2})
     assert code == 200 and out["usage"]["completion_tokens"] <= 24  # 12 each at most
-    code, err, _ = call(url, {**HI, "stream": True})
-    assert code == 400 and "'stream': true is not supported" in err["error"]["message"]
+    for bad in ({"stream": "yes"}, {"stream": True, "stream_options": {"include_usage": 1}}):
+        code, err, _ = call(url, {**HI, **bad})
+        assert code == 400 and "stream" in err["error"]["message"]
+
+
+def _events(url, body):
+    """The decoded ``data:`` events of a streamed answer, ``[DONE]`` last."""
+    req = urllib.request.Request(
+        url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        lines = [x for x in r.read().decode().split("\n\n") if x]
+    assert all(x.startswith("data: ") for x in lines) and lines[-1] == "data: [DONE]"
+    return [json.loads(x[6:]) for x in lines[:-1]]
+
+
+def test_a_streamed_answer_is_the_answer_in_openai_chunks(tiny_server):
+    url = tiny_server()
+    body = {**HI, "max_tokens": 6, "n": 2, "logprobs": True, "top_logprobs": 2}
+    whole = call(url, body)[1]
+    chunks = _events(url, {**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    for want in whole["choices"]:
+        mine = [
+            c["choices"][0]
+            for c in chunks
+            if c["choices"] and c["choices"][0]["index"] == want["index"]
+        ]
+        assert mine[0]["delta"]["role"] == "assistant"
+        text = "".join(x["delta"].get("content", "") for x in mine)
+        assert text == want["message"]["content"]
+        assert [x["finish_reason"] for x in mine][-1] == want["finish_reason"]
+        assert next(x["logprobs"] for x in mine if "logprobs" in x) == want["logprobs"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == (
+        whole["usage"]["prompt_tokens"] + whole["usage"]["completion_tokens"]
+    )
+
+
+def test_the_openai_sdk_is_a_client(tiny_server):
+    """The official SDK, as researchers and inspect call a server: plain, streamed, no limit."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=tiny_server(ServeLimits(max_work=40)), api_key="unused")
+    msgs = [{"role": "user", "content": "Hi"}]
+    plain = client.chat.completions.create(model="tiny", messages=msgs, temperature=0, max_tokens=6)
+    stream = client.chat.completions.create(
+        model="tiny", messages=msgs, temperature=0, max_tokens=6, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert plain.choices[0].message.content and streamed == plain.choices[0].message.content
+    free = client.chat.completions.create(model="tiny", messages=msgs, temperature=0)
+    assert free.usage.completion_tokens > 16 or free.choices[0].finish_reason == "stop"
 
 
 def test_one_request_work_and_body_are_bounded(tiny_server):

@@ -98,6 +98,29 @@ class _Server(ThreadingHTTPServer):
         self.turn = threading.Lock()  # one model: one answer at a time
 
 
+def completion_chunks(response: dict[str, Any], include_usage: bool = False) -> list[dict]:
+    """A chat completion as the chunks OpenAI streams (``"stream": true``): per choice its role,
+    its content (with its logprobs) and its finish reason; then the usage when asked. The
+    completion is generated whole first: streaming here is the format, not earlier tokens."""
+    head = {k: response[k] for k in ("id", "created", "model")}
+    head["object"] = "chat.completion.chunk"
+    chunks = []
+    for c in response["choices"]:
+        i, content = c["index"], c["message"]["content"]
+        delta: dict[str, Any] = {"index": i, "delta": {"role": "assistant", "content": ""}}
+        text: dict[str, Any] = {"index": i, "delta": {"content": content}}
+        if "logprobs" in c:
+            text["logprobs"] = c["logprobs"]
+        end = {"index": i, "delta": {}, "finish_reason": c["finish_reason"]}
+        chunks += [head | {"choices": [x | {"finish_reason": None}]} for x in (delta, text)]
+        chunks.append(head | {"choices": [end]})
+    if include_usage:
+        u = response["usage"]
+        usage = u | {"total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
+        chunks.append(head | {"choices": [], "usage": usage})
+    return chunks
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes ``/v1/models`` and ``/v1/chat/completions``; JSON errors; never logs headers."""
 
@@ -115,6 +138,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, chunks: list[dict[str, Any]]) -> None:
+        """Send ``chunks`` as server-sent events, ``data: [DONE]`` last; the connection then
+        closes (HTTP/1.0), which ends the body."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
 
     def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
         kind = "invalid_request_error" if code < 500 else "server_error"
@@ -178,7 +212,12 @@ class _Handler(BaseHTTPRequestHandler):
             with srv.turn:
                 if client_gone(self.connection):
                     return
-                self._send(200, srv.answer(body, lambda: client_gone(self.connection)))
+                answer = srv.answer(body, lambda: client_gone(self.connection))
+                if body.get("stream"):
+                    usage = (body.get("stream_options") or {}).get("include_usage", False)
+                    self._stream(completion_chunks(answer, usage))
+                else:
+                    self._send(200, answer)
         except BadRequest as e:
             self._error(400, str(e))
         except Exception as e:  # an answer that failed: the server stays up

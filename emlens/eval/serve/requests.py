@@ -5,9 +5,10 @@ parts, as many clients send), ``max_tokens`` (or ``max_completion_tokens``), ``t
 ``top_p``, ``seed``, ``n``, ``logprobs`` and ``top_logprobs``. The work of one request is
 bounded: ``n x max_tokens`` at most ``max_work`` tokens, so one request cannot starve the
 others; a request without a limit gets what the bound allows (OpenAI's API has no small
-default cap: a completion ends at the end of its turn). Streaming (``"stream": true``) is
-refused, not ignored. Anything else is a `BadRequest` (HTTP 400) naming the field and what
-was expected.
+default cap: a completion ends at the end of its turn). ``"stream": true`` (and
+``stream_options.include_usage``) answers as server-sent events in OpenAI's chunk format
+(`emlens.eval.serve.http.completion_chunks`). Anything else is a `BadRequest` (HTTP 400) naming
+the field and what was expected.
 """
 
 from __future__ import annotations
@@ -128,11 +129,11 @@ def parse_request(body: Any, max_work: int = MAX_WORK) -> ChatRequest:
     """
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    if body.get("stream"):
-        raise BadRequest(
-            "'stream': true is not supported by emlens serve: send the request without it "
-            "(the whole completion comes in one response)"
-        )
+    if not isinstance(body.get("stream", False), bool):
+        raise BadRequest(f"'stream' must be true or false, not {body['stream']!r}")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise BadRequest("'stream_options' must be an object like {\"include_usage\": true}")
     temperature = _number(body, "temperature", 1.0, float)
     n = _number(body, "n", 1, int)
     max_tokens = _number(body, "max_tokens", None, int)
