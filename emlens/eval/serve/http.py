@@ -98,7 +98,9 @@ class _Server(ThreadingHTTPServer):
         self.turn = threading.Lock()  # one model: one answer at a time
 
 
-def completion_chunks(response: dict[str, Any], include_usage: bool = False) -> list[dict]:
+def completion_chunks(
+    response: dict[str, Any], include_usage: bool = False
+) -> list[dict[str, Any]]:
     """A chat completion as the chunks OpenAI streams (``"stream": true``): per choice its role,
     its content (with its logprobs) and its finish reason; then the usage when asked. The
     completion is generated whole first: streaming here is the format, not earlier tokens."""
