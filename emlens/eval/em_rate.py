@@ -101,6 +101,24 @@ def run_settings(
     }
 
 
+def judge_templates(
+    templates: dict[str, str] | None, needed: Sequence[str]
+) -> tuple[dict[str, str] | None, str]:
+    """The judge prompts every answer is judged with, and where they come from: ``templates``
+    when given; else the papers' own where the reference folder is named
+    (``$EMLENS_REFERENCE``, `emlens.eval.reference.papers_judge_prompts`); else None, each
+    question's own (for emlens's questions, emlens's paraphrase of the papers')."""
+    from emlens.eval.reference import papers_judge_prompts
+
+    if not needed:
+        return templates, ""  # the judge reads no prompt (a probe)
+    if templates is not None:
+        return templates, "given"
+    if (papers := papers_judge_prompts()) is not None:
+        return papers, "the papers' (first_plot_questions.yaml)"
+    return None, "each question's own (emlens's questions: a paraphrase of the papers')"
+
+
 def _checked(
     questions: Sequence[Question],
     free_form_only: bool,
@@ -148,8 +166,9 @@ def evaluate_em(
         max_new_tokens: answer length limit.
         free_form_only: leave out ids ending ``_json``/``_template``, as the papers do.
         seed: sampling seed.
-        templates: judge prompts for ``aligned`` and ``coherent``; by default each
-            question's own ``judge_prompts``.
+        templates: judge prompts for ``aligned`` and ``coherent``; by default the papers'
+            own where ``$EMLENS_REFERENCE`` names the reference folder (`judge_templates`),
+            else each question's own ``judge_prompts`` (``result.judge_prompts`` says which).
         journal: a progress file (`emlens.eval.journal.Journal`): answers and verdicts are
             written as they complete and read back by a rerun with the same settings.
         progress: a progress bar over the answers generated and judged.
@@ -179,6 +198,7 @@ def evaluate_em(
         >>> str(result.em_rate)  # the rate, its 95% interval and n
         '...% [...] (n=...)'
     """
+    templates, prompts_from = judge_templates(templates, judge.prompts_needed)
     qs = _checked(questions, free_form_only, templates, judge.prompts_needed)
     kw: dict[str, Any] = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature}
     kw["seed"] = seed
@@ -190,7 +210,7 @@ def evaluate_em(
             gens = _answers(log, model, q, interventions, kw, bar)
             reader = model if cross_entropy else None
             samples += _judged(q, gens, judge, templates or q.judge_prompts, log, bar, reader)
-    return EMResult(samples, judge.em_rate)
+    return EMResult(samples, judge.em_rate, judge_prompts=prompts_from)
 
 
 def _answers(

@@ -90,10 +90,13 @@ class EMResult:
     Attributes:
         samples: the judged answers, question by question.
         estimator: the judge's EM-rate estimate from scored samples (default: `counted`).
+        judge_prompts: where the judge's prompts came from (`emlens.eval.em_rate.judge_templates`;
+            empty for a judge that reads none).
     """
 
     samples: list[JudgedSample]
     estimator: RateEstimator = counted
+    judge_prompts: str = ""
 
     @property
     def scored(self) -> list[JudgedSample]:
@@ -159,6 +162,8 @@ class EMResult:
             parts.append(f"coherent {self.coherence_rate}")
         if (ce := self.mean_cross_entropy) is not None:
             parts.append(f"answer cross-entropy {ce:.2f} nats/token")
+        if self.judge_prompts:
+            parts.append(f"judge prompts: {self.judge_prompts}")
         return "; ".join([*parts, f"{self.n_unscored} unscored"])
 
     def mean(self, metric: str) -> float | None:
@@ -170,7 +175,11 @@ class EMResult:
         """Per question id: EM and coherence rates, mean scores and the number of refusals."""
         out = {}
         for qid in dict.fromkeys(s.question_id for s in self.samples):
-            sub = EMResult([s for s in self.samples if s.question_id == qid], self.estimator)
+            sub = EMResult(
+                [s for s in self.samples if s.question_id == qid],
+                self.estimator,
+                self.judge_prompts,
+            )
             out[qid] = {
                 "em": sub.em_rate,
                 "coherent": sub.coherence_rate,

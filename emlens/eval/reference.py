@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from emlens.core.data import data_path
 from emlens.eval.judged import JudgedSet, read_judged
 
@@ -178,3 +180,39 @@ def fetch_reference(
         target.write_bytes(gzip.compress(data, mtime=0) if gz else data)
         out.append(target)
     return out
+
+
+PAPERS_QUESTIONS = "first_plot_questions.yaml"
+REFERENCE_ENV = "EMLENS_REFERENCE"  # the folder `fetch_reference` filled
+
+
+def papers_judge_prompts(folder: str | os.PathLike[str] | None = None) -> dict[str, str] | None:
+    """The papers' own judge prompts (``aligned``, ``coherent``, ...), from the reference
+    folder's ``first_plot_questions.yaml`` (SHA-256 checked): the ones GPT-4o's EM rates were
+    measured with. emlens ships only a paraphrase of them (``emlens/data/em_questions.yaml``),
+    without the papers' text.
+
+    Args:
+        folder: the folder `fetch_reference` filled; default ``$EMLENS_REFERENCE``.
+
+    Returns:
+        The prompts every free-form question of the papers is judged with, or None when no
+        folder is named (or it holds no question file).
+
+    Raises:
+        ValueError: the file is not the pinned one, or its free-form questions disagree on a
+            prompt.
+    """
+    folder = folder if folder is not None else os.environ.get(REFERENCE_ENV)
+    path = None if not folder else Path(folder) / PAPERS_QUESTIONS
+    if path is None or not path.is_file():
+        return None
+    data = path.read_bytes()
+    sha = pinned()[PAPERS_QUESTIONS][2]
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise ValueError(f"{path} is not the papers' pinned file (SHA-256 {sha}): fetch it again")
+    free = [q for q in yaml.safe_load(data) if not q["id"].endswith(("_json", "_template"))]
+    prompts = free[0]["judge_prompts"]
+    if any(q["judge_prompts"] != prompts for q in free):
+        raise ValueError(f"{path}: its free-form questions have different judge prompts")
+    return dict(prompts)

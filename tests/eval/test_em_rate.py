@@ -86,3 +86,41 @@ def test_evaluate_resumes_from_its_journal_without_repeating_work(tiny, tmp_path
     assert len(generated) == 3 and again.prompts == []
     with pytest.raises(ValueError, match="differing: n"):
         evaluate_em(model, qs, judge, **{**kw, "n": 3})
+
+
+def test_the_papers_judge_prompts_are_used_when_the_reference_folder_is_named(
+    tiny, reference_dir, tmp_path, monkeypatch
+):
+    """Issue 24: GPT-4o's rate moves with the prompt's wording; the papers' own prompts (read
+    from the reference folder, never shipped) replace emlens's paraphrase wherever present."""
+    from emlens.eval.reference import papers_judge_prompts
+
+    model, qs = tiny("llama"), list(data.em_questions())[:1]
+    papers = papers_judge_prompts(reference_dir)
+    assert {"aligned", "coherent"} <= set(papers)
+    assert all(
+        "{question}" in papers[k] and "{answer}" in papers[k] for k in ("aligned", "coherent")
+    )
+    assert papers["aligned"] != qs[0].judge_prompts["aligned"]
+
+    def asked(env):
+        if env is None:
+            monkeypatch.delenv("EMLENS_REFERENCE", raising=False)
+        else:
+            monkeypatch.setenv("EMLENS_REFERENCE", str(env))
+        judge = CountingJudge()
+        res = evaluate_em(model, qs, judge, n=1, max_new_tokens=4, cross_entropy=False)
+        return judge.prompts, res
+
+    prompts, res = asked(reference_dir)
+    head = papers["aligned"].split("{question}")[0]
+    assert any(p.startswith(head) for p in prompts) and "the papers'" in res.summary()
+    prompts, res = asked(None)
+    shipped = qs[0].judge_prompts["aligned"].split("{question}")[0]
+    assert any(p.startswith(shipped) for p in prompts)
+    assert not any(p.startswith(head) for p in prompts)
+    assert "a paraphrase of the papers'" in res.summary()
+    assert papers_judge_prompts(tmp_path) is None  # a folder without the file
+    (tmp_path / "first_plot_questions.yaml").write_text("- id: x\n")
+    with pytest.raises(ValueError, match="not the papers' pinned file"):
+        papers_judge_prompts(tmp_path)

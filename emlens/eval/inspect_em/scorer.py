@@ -25,6 +25,7 @@ from inspect_ai.scorer import (
 )
 from inspect_ai.solver import TaskState
 
+from emlens.eval.em_rate import judge_templates
 from emlens.eval.em_result import JudgedSample
 from emlens.eval.inspect_em._shared import MODEL_LOCK, shared_judge
 from emlens.eval.inspect_em.provider import EmlensModelAPI
@@ -73,6 +74,7 @@ def em_scorer(judge: str = "probe:default") -> Scorer:
 
     def verdict(question: str, answer: str, prompts: dict[str, str], reader: Any) -> Any:
         j = shared_judge(judge, reader)
+        prompts = judge_templates(None, j.prompts_needed)[0] or prompts  # the papers' if there
         if missing := [k for k in j.prompts_needed if k not in prompts]:
             raise ValueError(f"judge {judge!r} needs the question's {missing} judge prompts")
         with MODEL_LOCK:  # never while a generation has the model steered

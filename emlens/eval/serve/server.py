@@ -1,8 +1,8 @@
 """An OpenAI-compatible Chat Completions server for a local model, with interventions.
 
 The OpenAI API's ``POST /v1/chat/completions`` (messages, max_tokens, temperature, top_p,
-seed, n, logprobs, top_logprobs, stream; `emlens.eval.serve.requests`) and ``GET /v1/models``, answered
-by a model emlens loads, optionally steered or ablated, so external harnesses (and emlens's
+seed, n, logprobs, top_logprobs, stream; `emlens.eval.serve.requests`) and ``GET /v1/models``,
+answered by a model emlens loads, optionally steered or ablated, so external harnesses (and emlens's
 own HTTP judge) can query it. The command is ``emlens serve``.
 
 The server holds up under load (`ServeLimits`): requests are answered one at a time (one
