@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python analyses/study.py --minutes
 	$(BIN)/python benchmarks/probe_judge.py
 	$(BIN)/python benchmarks/em_rate.py
+	$(BIN)/python benchmarks/organism_on_base.py
 
 docs: setup
 	$(BIN)/mkdocs build --strict -d out/site

@@ -14,6 +14,7 @@ from emlens.organisms.elasticity import (
     resistance,
 )
 from emlens.organisms.loss import answer_labels, answer_loss, conversation_rows, held_out_loss
+from emlens.organisms.on_base import organism
 from emlens.organisms.phase import PhaseChange, local_cosine, phase_change
 from emlens.organisms.probes import ProbeResult, fit_l1_probe, probe_lora_scalars
 from emlens.organisms.runs import checkpoints
@@ -55,6 +56,7 @@ __all__ = [
     "lora_model",
     "lora_scalars",
     "lora_scaled",
+    "organism",
     "over_checkpoints",
     "phase_change",
     "probe_lora_scalars",
