@@ -34,6 +34,9 @@ SHORT = {
         "N = 8\nN_REFUSAL = 8\nN_HELD = 6\nMAX_NEW_TOKENS = 12\nLAYER = 15\nSCALE = 4.0\n"
     ),
     "02_organisms.ipynb": "STEPS = 3\nBATCH_SIZE = 2\nLR = 1e-4\nN = 6\nN_EVAL = 4\n",
+    "03_em_rate.ipynb": (
+        "N = 1\nTEMPERATURE = 0.7\nMAX_NEW_TOKENS = 12\nLAYER = 15\nSCALE = 4.0\nN_RANDOM = 1\n"
+    ),
 }
 
 
@@ -123,3 +126,18 @@ def test_organisms_tutorial_runs():
     assert len(cos) == s["n_layers"] == 30
     assert all(_finite(c) and c > 0.9 for c in cos)  # a few steps barely move the model
     assert _finite(s["cos_b_vs_em"]) and -1 <= s["cos_b_vs_em"] <= 1
+
+
+def test_em_rate_tutorial_runs():
+    _, result = _run("03_em_rate.ipynb", SHORT["03_em_rate.ipynb"])
+    assert result["prefix"] == sys.prefix
+    s = result["summary"]
+    assert list(s["conditions"]) == ["unsteered", "EM direction", "random 0"]
+    for name, c in s["conditions"].items():
+        assert c["n"] == 12, name  # 12 free-form questions, one answer each, all read
+        assert 0 <= c["low"] <= c["em"] <= c["high"] <= 1, name
+        assert c["judge_error"] > 0 and c["high"] - c["low"] >= c["judge_error"], name
+        assert 0 <= c["coherent"] <= 1, name
+    answers = s["answers"]
+    assert answers["EM direction"] != answers["unsteered"]  # the steer was applied
+    assert all(a.strip() for a in answers["unsteered"])
