@@ -5,6 +5,7 @@ used by ``render_results.py``."""
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 
 import numpy as np
@@ -130,4 +131,25 @@ def facts_steering_em_rate() -> dict[str, str]:
     }
 
 
-FACTS = (facts_gt_convergence, facts_gt_steering, facts_steering_em_rate)
+def facts_screen_medical() -> dict[str, str]:
+    """Screening data before training: bad vs good medical advice rows, by the EM screen."""
+    r = load("screen_medical.json")
+    auc, meta = r["auc"], r["meta"]
+
+    def a(key: str) -> str:
+        lo, hi = auc[key]["ci95"]
+        return f"{auc[key]['auc']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    return {
+        "sm_n": str(auc["score"]["n_pairs"]),
+        "sm_minutes": f"{meta['seconds'] / 60:.0f}",
+        "sm_layer": (words := shlex.split(meta["command"]))[words.index("--layer") + 1],
+        "sm_score": a("score"),
+        "sm_length": a("data_tokens"),
+        "sm_ce": a("cross_entropy_gap"),
+        "sm_p_em": a("p_em"),
+        "sm_verdict": "separates" if r["separates"] else "does not separate",
+    }
+
+
+FACTS = (facts_gt_convergence, facts_gt_steering, facts_steering_em_rate, facts_screen_medical)

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import argparse
 
-from emlens.cli import _directions, _evaluate, _export, _generate, _judge, _serve, _train
+from emlens.cli import (
+    _directions,
+    _evaluate,
+    _export,
+    _generate,
+    _judge,
+    _screen,
+    _serve,
+    _train,
+)
 from emlens.cli._checks import USER_ERRORS, Parser, report
 
 __all__ = ["main", "parser"]
@@ -21,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     """The ``emlens`` argument parser, one sub-command per command."""
     p = Parser(prog="emlens", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for group in (_directions, _generate, _serve, _evaluate, _judge, _train, _export):
+    for group in (_directions, _generate, _serve, _evaluate, _judge, _train, _export, _screen):
         group.add_parsers(sub)
     return p
 
