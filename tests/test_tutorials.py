@@ -126,6 +126,9 @@ def test_organisms_tutorial_runs():
     assert len(cos) == s["n_layers"] == 30
     assert all(_finite(c) and c > 0.9 for c in cos)  # a few steps barely move the model
     assert _finite(s["cos_b_vs_em"]) and -1 <= s["cos_b_vs_em"] <= 1
+    # base and organism on one model: the switch changed the score, so it was applied
+    assert _finite(s["contrastive_base"]) and _finite(s["contrastive_organism"])
+    assert s["contrastive_organism"] != s["contrastive_base"]
 
 
 def test_em_rate_tutorial_runs():
