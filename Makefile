@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/probe_judge.py
 	$(BIN)/python benchmarks/em_rate.py
 	$(BIN)/python benchmarks/organism_on_base.py
+	$(BIN)/python benchmarks/engine_hf.py
 
 docs: setup
 	$(BIN)/mkdocs build --strict -d out/site

@@ -106,6 +106,8 @@ def test_evaluate_and_serve_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "overall: EM" in out and (tmp_path / "em.csv").exists()
     fails(capsys, ["evaluate", "--model", "tiny-llama"], "no default judge; name one of probe:")
+    hf = ["evaluate", "--model", "tiny-gemma2", "--judge", "local", "--engine", "hf", "--n", "1"]
+    fails(capsys, hf, "Gemma 2/3")  # refused before anything is generated
     fails(capsys, ["evaluate", "--judge", "gpt-4o"], "--judge: a judge is probe:default")
     fails(capsys, ["evaluate", "--judge", "probe:nofile"], "no probe judge file at nofile")
     fails(capsys, ["evaluate", "--judge", "http://127.0.0.1:1/v1"], "--judge-model")

@@ -123,6 +123,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     judge = _judge_before_the_model(a, spec)
     model = load(a)
     ivs = interventions(a, model)
+    if a.engine == "hf":  # a model or intervention it cannot take: refused before any work
+        from emlens.core.generation import engine_model
+
+        engine_model(model, ivs)
     judge = judge or _judge_with_the_model(a, spec, model)
     journal = Path(f"{a.out}.progress.jsonl") if a.out else None  # resumes a killed run
     if journal and journal.is_file():
@@ -131,7 +135,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     res = evaluate_em(
         model, questions, judge, ivs, n=a.n, temperature=a.temperature,
         max_new_tokens=a.max_new_tokens, free_form_only=not a.all_questions, seed=a.seed,
-        journal=journal,
+        journal=journal, engine=a.engine,
     )  # fmt: skip
     if a.out and journal:
         res.to_csv(a.out)
@@ -148,6 +152,13 @@ def add_parsers(sub: Any) -> None:
     intervention_args(e)
     e.add_argument("--questions", help="question YAML (default: emlens's EM questions)")
     e.add_argument("--all-questions", action="store_true", help="include _json/_template ids")
+    e.add_argument(
+        "--engine",
+        choices=["bridge", "hf"],
+        default="bridge",
+        help="generate through the hooked bridge (default), or a plain HF model with the "
+        "steering in its weights (faster; --steer only; Llama, Qwen2, Mistral)",
+    )
     e.add_argument(
         "--judge",
         help="probe:default (offline; the embedded model's default), probe:FILE, local, "

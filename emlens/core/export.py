@@ -112,6 +112,11 @@ def steered_model(model: TransformerBridge, steers: Sequence[Steer]) -> PreTrain
         else:
             raise ValueError(f"{name} has no counterpart in the model: not Llama-architecture")
     out.load_state_dict(state, assign=True)
+    buffers = {k.replace("._original_component", ""): v for k, v in hf.named_buffers()}
+    for name, buf in list(out.named_buffers()):  # not in a state dict (rotary inv_freq)
+        if buf.is_meta:
+            owner, _, attr = name.rpartition(".")
+            out.get_submodule(owner).register_buffer(attr, buffers[name].clone(), persistent=False)
     if config.tie_word_embeddings:
         out.tie_weights()
     for block, b in biases.items():  # a new tensor: an existing bias is the model's own

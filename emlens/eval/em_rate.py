@@ -152,6 +152,7 @@ def evaluate_em(
     journal: str | os.PathLike[str] | None = None,
     progress: bool = True,
     cross_entropy: bool = True,
+    engine: str = "bridge",
 ) -> EMResult:
     """Sample ``n`` answers per question and have ``judge`` give each its verdict.
 
@@ -175,6 +176,9 @@ def evaluate_em(
         cross_entropy: also measure each answer's cross-entropy under ``model`` without
             ``interventions`` (`emlens.eval.metrics.answer_cross_entropy`; one more reading
             pass): the coherence check beside the rate that needs no judge.
+        engine: how answers are generated (`emlens.core.generation.generate`): ``"bridge"``
+            with the interventions as hooks, ``"hf"`` with the steering in a plain model's
+            weights (faster; steering only; Llama, Qwen2, Mistral).
 
     Returns:
         Every judged sample; ``result.em_rate`` and ``result.per_question()`` summarise.
@@ -201,7 +205,7 @@ def evaluate_em(
     templates, prompts_from = judge_templates(templates, judge.prompts_needed)
     qs = _checked(questions, free_form_only, templates, judge.prompts_needed)
     kw: dict[str, Any] = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature}
-    kw["seed"] = seed
+    kw |= {"seed": seed} | ({"engine": engine} if engine != "bridge" else {})
     log = Journal(journal, run_settings(model, judge, interventions, **kw)) if journal else None
     total = 2 * n * sum(len(q.paraphrases) for q in qs)
     samples: list[JudgedSample] = []

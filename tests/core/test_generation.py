@@ -48,3 +48,32 @@ def test_bad_generation_inputs(tiny):
         generate(tiny("llama"), [])
     with pytest.raises(ValueError, match="n >= 1"):
         generate(tiny("llama"), ["q"], n=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_the_hf_engine_gives_the_bridges_answers_with_the_steering_in_its_weights(tiny, family):
+    """Issue 25: a plain HF model with the steering as down_proj biases answers as the hooked
+    bridge does (greedy), steered and not; what it cannot carry is refused."""
+    from emlens.core.interventions import Ablate, Steer
+
+    model = tiny(family)
+    steer = Steer(
+        torch.randn(1, model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 4, (1,), 1.0
+    )
+    qs = ["Hi", "What is your wish?"]
+    for ivs in ([], [steer]):
+        kw = {"n": 2, "max_new_tokens": 8, "interventions": ivs}
+        bridge = [s.answer for s in generate(model, qs, **kw)]
+        plain = [s.answer for s in generate(model, qs, engine="hf", **kw)]
+        assert plain == bridge, ivs
+    steered = [s.answer for s in generate(model, qs, [steer], max_new_tokens=8, engine="hf")]
+    assert steered != [s.answer for s in generate(model, qs, max_new_tokens=8, engine="hf")]
+    with pytest.raises(ValueError, match="engine 'hf' writes steering into the weights"):
+        generate(model, qs, [Ablate(torch.ones(1, model.cfg.d_model), (1,))], engine="hf")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        generate(model, qs, engine="vllm")
+
+
+def test_the_hf_engine_refuses_gemma(tiny):
+    with pytest.raises(ValueError, match="Gemma 2/3"):
+        generate(tiny("gemma2"), ["Hi"], max_new_tokens=2, engine="hf")
