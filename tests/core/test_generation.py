@@ -66,6 +66,10 @@ def test_the_hf_engine_gives_the_bridges_answers_with_the_steering_in_its_weight
         bridge = [s.answer for s in generate(model, qs, **kw)]
         plain = [s.answer for s in generate(model, qs, engine="hf", **kw)]
         assert plain == bridge, ivs
+    sampled = {"n": 2, "max_new_tokens": 8, "temperature": 1.0, "seed": 3}  # the same draws
+    assert [s.answer for s in generate(model, qs, [steer], engine="hf", **sampled)] == [
+        s.answer for s in generate(model, qs, [steer], **sampled)
+    ]
     steered = [s.answer for s in generate(model, qs, [steer], max_new_tokens=8, engine="hf")]
     assert steered != [s.answer for s in generate(model, qs, max_new_tokens=8, engine="hf")]
     with pytest.raises(ValueError, match="engine 'hf' writes steering into the weights"):
