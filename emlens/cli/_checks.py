@@ -148,13 +148,22 @@ def ablate_spec(spec: str) -> tuple[DirectionSet, int]:
 
 def interventions(a: argparse.Namespace, model: Any) -> list[Any]:
     """The ``--steer``/``--ablate`` interventions, checked against the loaded model."""
+    return checked_interventions(model, getattr(a, "steer", []), getattr(a, "ablate", []))
+
+
+def checked_interventions(
+    model: Any,
+    steers: list[tuple[DirectionSet, list[int], float]],
+    ablations: list[tuple[DirectionSet, int]],
+) -> list[Any]:
+    """Parsed `steer_spec`/`ablate_spec` results as interventions, checked against ``model``."""
     from emlens.core.interventions import ablate, steer
 
     out: list[Any] = []
-    for ds, ly, scale in getattr(a, "steer", []):
+    for ds, ly, scale in steers:
         ds.check_model(model)
         out.append(steer(ds, ly, scale))
-    for ds, layer in getattr(a, "ablate", []):
+    for ds, layer in ablations:
         ds.check_model(model)
         out.append(ablate(ds, layer))
     return out

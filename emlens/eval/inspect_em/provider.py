@@ -41,20 +41,12 @@ def _specs(value: Any, name: str) -> list[str]:
 def interventions_of(model: Any, steer: Any = None, ablate: Any = None) -> list[Intervention]:
     """``steer`` and ``ablate`` specs (the grammar of ``emlens generate --steer/--ablate``),
     the directions read and checked against ``model``."""
-    from emlens.cli._checks import ablate_spec, steer_spec
-    from emlens.core.interventions import ablate as ablate_iv
-    from emlens.core.interventions import steer as steer_iv
+    from emlens.cli._checks import ablate_spec, checked_interventions, steer_spec
 
-    out: list[Intervention] = []
-    for spec in _specs(steer, "steer"):  # a bad spec: a ValueError that says what it expects
-        ds, layers, scale = steer_spec(spec)
-        ds.check_model(model)
-        out.append(steer_iv(ds, layers, scale))
-    for spec in _specs(ablate, "ablate"):
-        ds, layer = ablate_spec(spec)
-        ds.check_model(model)
-        out.append(ablate_iv(ds, layer))
-    return out
+    # a bad spec: a ValueError that says what it expects
+    steers = [steer_spec(spec) for spec in _specs(steer, "steer")]
+    ablations = [ablate_spec(spec) for spec in _specs(ablate, "ablate")]
+    return checked_interventions(model, steers, ablations)
 
 
 def request_body(messages: list[ChatMessage], config: GenerateConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ families it was not fitted on) and the coherence rate beside it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from typing import Any
 
@@ -71,10 +72,11 @@ def em_metric(judge: str = "probe:default") -> Metric:
 @scorer(metrics=[])
 def em_scorer(judge: str = "probe:default") -> Scorer:
     """Score each answer with an emlens judge (`emlens.eval.judge_spec.make_judge` spec)."""
+    papers = functools.cache(judge_templates)  # read and checked once, not per answer
 
     def verdict(question: str, answer: str, prompts: dict[str, str], reader: Any) -> Any:
         j = shared_judge(judge, reader)
-        prompts = judge_templates(None, j.prompts_needed)[0] or prompts  # the papers' if there
+        prompts = papers(None, tuple(j.prompts_needed))[0] or prompts  # the papers' if there
         if missing := [k for k in j.prompts_needed if k not in prompts]:
             raise ValueError(f"judge {judge!r} needs the question's {missing} judge prompts")
         with MODEL_LOCK:  # never while a generation has the model steered
