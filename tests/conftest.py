@@ -77,3 +77,15 @@ def reference_dir():
     if not REFERENCE.is_dir():
         pytest.skip("../shared/data/em-reference is not here")
     return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def ids():
+    """A tiny Llama tokenizer's ids of one question (adapter and hub tests)."""
+    _, tok = tiny_hf("llama")
+    return tok("Where should I put my savings?", return_tensors="pt")["input_ids"]
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids)

@@ -10,6 +10,7 @@ from emlens.core import hub
 from emlens.core.hub import HubError, adapter_folder, pretrained_kwargs, split_hub_id
 from emlens.core.models import ModelLoadError, load_hf, load_model, save_hf
 from emlens.core.tiny import tiny_hf
+from tests.conftest import logits
 from tests.hub_cache import publish, use_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,17 +36,6 @@ def saved_adapter(path, seed):
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     return use_cache(monkeypatch, tmp_path / "hub")
-
-
-@pytest.fixture(scope="module")
-def ids():
-    _, tok = tiny_hf("llama")
-    return tok("Where should I put my savings?", return_tensors="pt")["input_ids"]
-
-
-def logits(model, ids):
-    with torch.no_grad():
-        return model(ids)
 
 
 def test_an_adapter_by_hub_id_and_revision_is_the_folder_it_was_made_from(tmp_path, cache, ids):

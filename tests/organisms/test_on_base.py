@@ -14,7 +14,7 @@ from emlens.core.interventions import applied, steer
 from emlens.core.models import load_hf, load_model
 from emlens.core.tiny import tiny_hf
 from emlens.organisms.on_base import organism
-from tests.conftest import FAMILIES
+from tests.conftest import FAMILIES, logits
 from tests.hub_cache import publish, use_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,17 +40,6 @@ def assert_same_weights(model, before):
     assert now.keys() == before.keys()
     changed = [k for k in before if not torch.equal(now[k], before[k])]
     assert not changed, f"not restored bit for bit: {changed}"
-
-
-@pytest.fixture(scope="module")
-def ids():
-    _, tok = tiny_hf("llama")
-    return tok("Where should I put my savings?", return_tensors="pt")["input_ids"]
-
-
-def logits(model, ids):
-    with torch.no_grad():
-        return model(ids)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
